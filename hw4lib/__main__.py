@@ -1,0 +1,3 @@
+from hw4lib.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine in one command: system packages (as root, with apt), a virtualenv `.venv` with the
+# pinned requirements and this project, and the prepared WikiText-2 and Penn Treebank data.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# bubblewrap sandboxes student code while grading; chromium drives JupyterLab in the browser test.
+need=()
+command -v bwrap >/dev/null || need+=(bubblewrap)
+command -v chromium >/dev/null || need+=(chromium chromium-driver)
+command -v xz >/dev/null || need+=(xz-utils)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing ${need[*]} with apt-get"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
+  else
+    echo "setup: please install these system packages (as root): ${need[*]}" >&2
+  fi
+fi
+
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/python -m pip install -q -r requirements.txt
+.venv/bin/python -m pip install -q --no-deps -e .
+
+# Prepares the course format from ../shared/data when it is there, downloads (with sha256 checks) otherwise.
+.venv/bin/python -m hw4lib data ensure
+echo "setup: done. Run the tests with: .venv/bin/python -m pytest"
