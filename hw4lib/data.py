@@ -496,8 +496,15 @@ def _mirrors(spec: DatasetSpec) -> tuple[str, ...]:
 
 
 def _fetch(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response:  # noqa: S310 (pinned URLs)
-        return response.read()
+    """The body at ``url``; network failures become an ``OSError`` naming the URL (HTTP errors stay
+    ``HTTPError`` so that a 404 can fall through to the next file name)."""
+    try:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response:
+            return response.read()
+    except urllib.error.HTTPError:
+        raise
+    except (urllib.error.URLError, OSError) as err:  # DNS failure, refused, timeout: offline
+        raise OSError(f"{url}: {getattr(err, 'reason', err)}") from err
 
 
 def _fetch_mirror(template: str, spec: DatasetSpec, dest: Path) -> None:
@@ -540,11 +547,14 @@ def download(dataset: str, out: str | Path | None = None, quiet: bool = False) -
     failures: list[str] = []
     for template in _mirrors(spec):
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".download-{dataset}-") as tmp:
-            say(f"{dataset}: downloading from {template.split('{')[0]}")
+            say(f"{dataset}: downloading from {template.rsplit('/', 1)[0]}/")
             try:
                 _fetch_mirror(template, spec, Path(tmp))
-            except (OSError, zipfile.BadZipFile, ValueError) as err:  # URLError, HTTPError, timeouts
-                failures.append(f"{template}: {getattr(err, 'reason', err)}")
+            except urllib.error.HTTPError as err:
+                failures.append(f"{err.url}: HTTP {err.code} {err.reason}")
+                continue
+            except (OSError, zipfile.BadZipFile, ValueError) as err:  # offline, timeouts, a broken zip
+                failures.append(str(err))
                 continue
             try:
                 read_raw(tmp, dataset, verify=True)  # checks the pinned sha256 before anything is written

@@ -346,3 +346,15 @@ def test_ensure_keeps_prepared_and_prepares_missing(
     monkeypatch.setenv("HW4_DATA_DIR", str(tmp_path))
     assert "prepared from" in data.ensure(["ptb"])["ptb"]
     assert_same_dataset(tmp_path, prepared_data, "ptb")
+
+
+def test_cli_info_and_prepare(prepared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["data", "info", "--dataset", "ptb", "--data-dir", str(prepared_data)]) == 0
+    out = capsys.readouterr().out
+    assert "vocab 10,000" in out and "929,589" in out and "73,760" in out
+    src = write_tiny(tmp_path / "src", " x y \n", " x \n", " y \n")
+    argv = ["data", "prepare", "--source", str(src), "--dataset", "ptb", "--out", str(tmp_path / "o" / "ptb")]
+    assert cli.main(argv) == 2  # pinned sha256 checked by default
+    assert "sha256 mismatch" in capsys.readouterr().err
+    assert cli.main([*argv, "--no-verify"]) == 0
+    assert data.load_meta("ptb", tmp_path / "o")["splits"]["train"]["tokens"] == 3
