@@ -377,7 +377,8 @@ def prepare(
     say = (lambda _m: None) if quiet else _say
     start = time.perf_counter()
     raw = read_raw(source, dataset, verify=verify)
-    say(f"{dataset}: read {', '.join(raw)} from {source} (sha256 {'verified' if verify else 'not checked'})")
+    checked = "verified" if verify else "not checked"
+    say(f"{dataset}: read {', '.join(raw)} from {_shown(Path(source))} (sha256 {checked})")
 
     docs = {split: split_articles(raw[split].text, spec.eol, spec.articles) for split in SPLITS}
     vocab = build_vocab(docs["train"])
