@@ -1,0 +1,1 @@
+"""The instructor's side: the nbgrader course, the release, and grading. Never released to students."""

@@ -1,0 +1,97 @@
+"""The nbgrader course: one assignment, ``hw4``, whose source notebooks are ``solutions/``.
+
+The course root (default ``autograder/course/``, not in git) is made on demand, so a fresh clone needs no
+setup step, and a test can make a private one in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SOLUTIONS = REPO_ROOT / "solutions"
+RELEASE_DIR = REPO_ROOT / "notebooks"
+DEFAULT_ROOT = Path(__file__).resolve().parent / "course"
+ASSIGNMENT = "hw4"
+COURSE_ID = "awd-course"
+
+CONFIG = '''\
+# Written by autograder/course.py; regenerated on every release.
+c = get_config()  # noqa: F821
+c.CourseDirectory.root = {root!r}
+c.CourseDirectory.course_id = {course_id!r}
+c.CourseDirectory.db_url = "sqlite:///" + {db!r}
+c.Exchange.root = {exchange!r}
+# The checks print friendly explanations; nbgrader must not treat warnings on stderr as failures.
+c.IgnorePattern.enabled = True
+c.IgnorePattern.pattern = ".*(Warning|warn).*"
+# A deleted or edited test cell is restored from the source instead of turning into a manual grade.
+c.OverwriteCells.add_missing_cells = True
+c.Execute.raise_on_iopub_timeout = False
+c.ClearSolutions.code_stub = {{"python": "# YOUR CODE HERE\\nraise NotImplementedError()"}}
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+    "nbgrader.preprocessors.ClearHiddenTests",
+]
+{extra}
+'''
+
+
+def make_course(root: Path = DEFAULT_ROOT, extra_config: str = "") -> Path:
+    """Creates (or refreshes) the course root: its config and ``source/hw4`` copied from ``solutions/``."""
+    root = Path(root).resolve()
+    source = root / "source" / ASSIGNMENT
+    source.mkdir(parents=True, exist_ok=True)
+    for old in source.glob("*.ipynb"):
+        old.unlink()
+    for notebook in sorted(SOLUTIONS.glob("*.ipynb")):
+        shutil.copy2(notebook, source / notebook.name)
+    (root / "nbgrader_config.py").write_text(
+        CONFIG.format(
+            root=str(root),
+            course_id=COURSE_ID,
+            db=str(root / "gradebook.db"),
+            exchange=str(root / "exchange"),
+            extra=extra_config,
+        )
+    )
+    return root
+
+
+def nbgrader(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Runs one of nbgrader's own commands in the course root."""
+    env = dict(os.environ)
+    env.setdefault("HW4_QUICK", "1")
+    # nbgrader shells out to `alembic`, which lives beside this interpreter (a venv is often not on PATH).
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return subprocess.run(
+        [sys.executable, "-m", "nbgrader", *args],
+        cwd=root,
+        env=env,
+        check=check,
+        capture_output=True,
+        text=True,
+    )
+
+
+def release(root: Path = DEFAULT_ROOT, out: Path = RELEASE_DIR) -> list[Path]:
+    """``nbgrader generate_assignment`` on ``solutions/``, then copies the student version to ``out``."""
+    root = make_course(root)
+    result = nbgrader(root, "generate_assignment", ASSIGNMENT, "--force", check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"nbgrader generate_assignment failed:\n{result.stdout}\n{result.stderr}")
+    released = root / "release" / ASSIGNMENT
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.ipynb"):
+        old.unlink()
+    written = []
+    for notebook in sorted(released.glob("*.ipynb")):
+        shutil.copy2(notebook, out / notebook.name)
+        written.append(out / notebook.name)
+    return written
