@@ -1,0 +1,477 @@
+"""Pictures and widgets for the teaching notebooks.
+
+Every function that runs a student's component catches ``NotImplementedError`` and says the picture appears
+once the component is written, so a fresh release runs top to bottom. Randomness is seeded. Nothing here
+implements a component: the pictures either draw the idea with numpy or run the student's own code.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+def _friendly(func: Callable) -> Callable:
+    """Turns a stub's NotImplementedError into one printed line instead of a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except NotImplementedError:
+            plt.close("all")
+            print(f"({func.__name__}: this picture appears once the component it draws is implemented)")
+            return None
+
+    return wrapper
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Stage 0: the data
+# ------------------------------------------------------------------------------------------------------------
+
+
+def token_frequency_plot(articles: Sequence[np.ndarray], vocab: np.ndarray, top: int = 12) -> plt.Figure:
+    """Rank-frequency (Zipf) plot, the most frequent words, and the distribution of article lengths."""
+    counts = np.bincount(np.concatenate(articles), minlength=len(vocab))
+    order = np.argsort(-counts)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    ranks = np.arange(1, len(counts) + 1)
+    axes[0].loglog(ranks, counts[order], lw=2)
+    axes[0].set(xlabel="rank of the word type", ylabel="occurrences", title="Zipf: a few words are most tokens")
+    share = counts[order[:top]].sum() / counts.sum()
+    axes[1].barh([str(vocab[i]) for i in order[:top]][::-1], counts[order[:top]][::-1])
+    axes[1].set(title=f"the {top} most frequent types: {share:.0%} of all tokens", xlabel="occurrences")
+    axes[2].hist([len(a) for a in articles], bins=40)
+    axes[2].set(xlabel="tokens per article", ylabel="articles", title=f"{len(articles)} articles")
+    fig.tight_layout()
+    plt.show()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Stage 1: windows and batches
+# ------------------------------------------------------------------------------------------------------------
+
+
+def positions_in_window(lengths: Sequence[int], n_tokens: int) -> np.ndarray:
+    """For the first ``n_tokens`` tokens of a column: their position inside the window that holds them."""
+    pos = np.concatenate([np.arange(n) for n in lengths]) if len(lengths) else np.zeros(0, int)
+    return pos[:n_tokens]
+
+
+def window_positions_plot(epochs: Sequence[Sequence[int]], bptt: int, n_tokens: int = 300) -> plt.Figure:
+    """Each token's position inside its window, fixed windows against the given epochs' drawn lengths."""
+    fig, axes = plt.subplots(1, 2, figsize=(14, 3.4), sharey=True)
+    fixed = positions_in_window([bptt] * (n_tokens // bptt + 1), n_tokens)
+    for e in range(3):
+        axes[0].plot(fixed, lw=1.5, alpha=0.8, label=f"epoch {e}")
+    axes[0].set(
+        title=f"fixed windows of {bptt}: every epoch identical",
+        xlabel="token index in the column",
+        ylabel="context inside the window",
+    )
+    for e, lengths in enumerate(epochs):
+        axes[1].plot(positions_in_window(lengths, n_tokens), lw=1.2, alpha=0.8, label=f"epoch {e}")
+    if not epochs:
+        axes[1].text(
+            0.5,
+            0.5,
+            "your loader's windows appear here\nonce you have written it",
+            ha="center",
+            va="center",
+            transform=axes[1].transAxes,
+            fontsize=12,
+            color="tab:gray",
+        )
+    axes[1].set(title="variable-length windows: the cuts move every epoch", xlabel="token index in the column")
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    plt.show()
+    return fig
+
+
+def length_histogram(lengths: Sequence[int], bptt: int) -> plt.Figure:
+    """Histogram of drawn window lengths with bptt and bptt/2 marked."""
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    lengths = np.asarray(lengths)
+    ax.hist(lengths, bins=np.arange(lengths.min() - 0.5, lengths.max() + 1.5), color="tab:blue")
+    for x, label in ((bptt, "bptt"), (bptt / 2, "bptt / 2")):
+        ax.axvline(x, color="k", ls="--", lw=1)
+        ax.text(x, ax.get_ylim()[1] * 0.9, f" {label}", fontsize=9)
+    ax.set(xlabel="window length seq_len", ylabel="batches", title=f"{len(lengths)} drawn window lengths")
+    fig.tight_layout()
+    plt.show()
+    return fig
+
+
+@_friendly
+def batch_layout_plot(batches: Sequence[tuple], articles: Sequence[np.ndarray], max_rows: int = 120) -> plt.Figure:
+    """How the stream is cut: one column per batch element, colour = article, lines = window boundaries.
+
+    ``articles`` must hold distinct ids (:func:`hw4lib.checks.toy_articles`) so each token names its article.
+    """
+    owner = {}
+    for k, article in enumerate(articles):
+        for token in article.tolist():
+            owner[token] = k
+    inputs = torch.cat([b[0] for b in batches]).numpy()[:max_rows]
+    image = np.vectorize(lambda t: owner.get(int(t), -1))(inputs)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.imshow(image, aspect="auto", cmap="tab10", interpolation="nearest", vmin=0, vmax=9)
+    edge = 0
+    for _, _, seq_len in batches:
+        edge += int(seq_len)
+        if edge >= len(image):
+            break
+        ax.axhline(edge - 0.5, color="k", lw=2)
+    ax.set(
+        xlabel="batch element (column b of the (N // B, B) matrix)",
+        ylabel="row = position in the stream",
+        title="colour = article, black line = one batch ends",
+    )
+    ax.set_xticks(range(image.shape[1]))
+    fig.tight_layout()
+    plt.show()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Stage 2: dropout masks
+# ------------------------------------------------------------------------------------------------------------
+
+
+def idea_masks(p: float, seed: int, steps: int = 12, features: int = 24) -> tuple[np.ndarray, np.ndarray]:
+    """(standard, locked) keep-masks of one sequence as pictures (timesteps x features), drawn with numpy."""
+    rng = np.random.default_rng(seed)
+    standard = (rng.random((steps, features)) >= p).astype(float)
+    locked = np.repeat((rng.random((1, features)) >= p).astype(float), steps, axis=0)
+    return standard, locked
+
+
+def student_mask(LockedDropout: type, p: float, seed: int, steps: int = 12, features: int = 24) -> np.ndarray:
+    """Keep-mask (timesteps x features) of batch element 0 drawn by the student's LockedDropout."""
+    torch.manual_seed(seed)
+    module = LockedDropout(p)
+    module.train()
+    with torch.no_grad():
+        out = module(torch.ones(steps, 2, features))
+    return (out[:, 0].numpy() != 0).astype(float)
+
+
+def mask_figure(p: float, seed: int, LockedDropout: type | None = None) -> plt.Figure:
+    """Standard dropout next to a locked mask (and the student's class when given)."""
+    standard, locked = idea_masks(p, seed)
+    panels = [
+        ("standard dropout:\na new mask at every timestep", standard),
+        ("locked dropout (the idea):\none mask for the whole sequence", locked),
+    ]
+    note = None
+    if LockedDropout is not None:
+        try:
+            panels.append(("your LockedDropout\n(batch element 0)", student_mask(LockedDropout, p, seed)))
+        except NotImplementedError:
+            note = "your LockedDropout:\nnot implemented yet"
+        except Exception as err:  # show the student's error in the picture, not as a traceback
+            note = f"your LockedDropout raised\n{type(err).__name__}"
+    n = len(panels) + (note is not None)
+    fig, axes = plt.subplots(1, n, figsize=(4.3 * n, 3.6))
+    for ax, (title, mask) in zip(axes, panels, strict=False):
+        ax.imshow(mask, cmap="Greys_r", vmin=0, vmax=1, interpolation="nearest")
+        ax.set(title=title, xlabel="feature", ylabel="timestep")
+    if note is not None:
+        axes[-1].text(0.5, 0.5, note, ha="center", va="center", fontsize=12, color="tab:red")
+        axes[-1].set_axis_off()
+    fig.suptitle(
+        f"white = kept (scaled by 1/(1-p) = {1 / (1 - p):.2f}), black = dropped;  p = {p:.2f}, seed = {seed}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def dropout_widget(LockedDropout: type | None = None, p: float = 0.5, seed: int = 0) -> Any:
+    """Sliders for p and the seed; redraws the masks (with the student's class when given) on every change."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    p_slider = widgets.FloatSlider(value=p, min=0.05, max=0.9, step=0.05, description="p", continuous_update=False)
+    seed_slider = widgets.IntSlider(value=seed, min=0, max=20, description="seed", continuous_update=False)
+    out = widgets.Output()
+
+    def draw(_: Any = None) -> None:
+        with out:
+            out.clear_output(wait=True)
+            mask_figure(p_slider.value, seed_slider.value, LockedDropout)
+            plt.show()
+
+    p_slider.observe(draw, names="value")
+    seed_slider.observe(draw, names="value")
+    box = widgets.VBox([widgets.HBox([p_slider, seed_slider]), out])
+    display(box)
+    draw()
+    return box
+
+
+def sentence_ids(vocab: np.ndarray, words: Sequence[str]) -> torch.Tensor:
+    """Ids of words (unknown words map to <unk>) as a (T, 1) LongTensor."""
+    index = {w: i for i, w in enumerate(vocab.tolist())}
+    unk = index.get("<unk>", 0)
+    return torch.tensor([index.get(w, unk) for w in words], dtype=torch.long).view(-1, 1)
+
+
+def _render_sentence(words: Sequence[str], dropped: Sequence[bool], title: str) -> str:
+    spans = []
+    for word, gone in zip(words, dropped, strict=True):
+        text = html.escape(word)
+        if gone:
+            spans.append(f"<span style='background:#f4cccc;text-decoration:line-through;color:#900'>{text}</span>")
+        else:
+            spans.append(f"<span>{text}</span>")
+    return f"<p><b>{html.escape(title)}</b><br>{' '.join(spans)}</p>"
+
+
+def embedding_dropout_demo(
+    words: Sequence[str],
+    vocab: np.ndarray,
+    embedded_dropout: Callable | None = None,
+    p: float = 0.3,
+    seeds: Sequence[int] = (0, 1, 2),
+) -> None:
+    """Shows which words a few draws drop: with the idea (numpy) or with the student's embedded_dropout."""
+    from IPython.display import HTML, display
+
+    ids = sentence_ids(vocab, words)
+    parts = []
+    for seed in seeds:
+        if embedded_dropout is None:
+            rng = np.random.default_rng(seed)
+            gone_types = rng.random(len(vocab)) < p
+            dropped = [bool(gone_types[i]) for i in ids[:, 0].tolist()]
+            title = f"idea, seed {seed}: every occurrence of a dropped type goes"
+        else:
+            torch.manual_seed(seed)
+            embed = nn.Embedding(len(vocab), 8)
+            try:
+                with torch.no_grad():
+                    out = embedded_dropout(embed, ids, dropout=p)
+            except NotImplementedError:
+                print("(your embedded_dropout is not implemented yet: the demo runs once it is)")
+                return
+            dropped = (out[:, 0].abs().sum(dim=1) == 0).tolist()
+            title = f"your embedded_dropout, seed {seed}"
+        parts.append(_render_sentence(words, dropped, title))
+    display(HTML("".join(parts)))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Stage 3: the weight-dropped LSTM
+# ------------------------------------------------------------------------------------------------------------
+
+
+def idea_weight_drop(p: float = 0.5, size: int = 12, seed: int = 0) -> plt.Figure:
+    """DropConnect as a picture (numpy): one W_hh, and the masked copies two forward passes would use."""
+    rng = np.random.default_rng(seed)
+    weight = rng.normal(size=(size, size))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    panels = [("W_hh", weight)] + [
+        (f"pass {k}: W_hh * M{k} / (1-p), used at every timestep", weight * (rng.random(weight.shape) >= p) / (1 - p))
+        for k in (1, 2)
+    ]
+    limit = np.abs(panels[1][1]).max()
+    for ax, (title, w) in zip(axes, panels, strict=True):
+        ax.imshow(w, cmap="RdBu", vmin=-limit, vmax=limit, interpolation="nearest")
+        ax.set(title=title, xlabel="from unit", ylabel="to unit")
+        ax.title.set_fontsize(9)
+    fig.tight_layout()
+    plt.show()
+    return fig
+
+
+@_friendly
+def weight_drop_heatmaps(WeightDrop: type, hidden: int = 12, p: float = 0.5, seed: int = 0) -> plt.Figure:
+    """The raw W_hh, the dropped W_hh of two forward passes, and the per-timestep recomputation error."""
+    from hw4lib.checks import lstm_with_weight
+
+    torch.manual_seed(seed)
+    wrapped = WeightDrop(nn.LSTM(6, hidden), ["weight_hh_l0"], dropout=p)
+    wrapped.train()
+    x = torch.randn(20, 2, 6)
+    used, errors = [], []
+    for _ in range(2):
+        with torch.no_grad():
+            out, _ = wrapped(x)
+            weight = wrapped.module.weight_hh_l0.detach().clone()
+            again, _ = lstm_with_weight(wrapped.module, weight)(x)
+        used.append(weight)
+        errors.append((out - again).abs().amax(dim=(1, 2)).numpy())
+    raw = wrapped.module.weight_hh_l0_raw.detach()
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6), gridspec_kw={"width_ratios": [1, 1, 1, 1.3]})
+    limit = float(used[0].abs().max())
+    for ax, (title, w) in zip(
+        axes,
+        (("raw W_hh (learned)", raw), ("dropped W_hh, pass 1", used[0]), ("dropped W_hh, pass 2", used[1])),
+        strict=False,
+    ):
+        ax.imshow(w[:hidden].numpy(), cmap="RdBu", vmin=-limit, vmax=limit, interpolation="nearest")
+        ax.set(title=title + "\n(input-gate rows)", xlabel="from unit", ylabel="to unit")
+    for k, err in enumerate(errors):
+        axes[3].semilogy(np.maximum(err, 1e-12), marker="o", label=f"pass {k + 1}")
+    axes[3].set(
+        title="|your output - nn.LSTM(module.weight_hh_l0)|\nper timestep (flat = one mask per pass)",
+        xlabel="timestep",
+        ylim=(1e-12, 1),
+    )
+    axes[3].legend()
+    fig.tight_layout()
+    plt.show()
+    return fig
+
+
+def time_lstm(seq_len: int = 70, batch: int = 20, size: int = 256, repeats: int = 3) -> dict[str, float]:
+    """Seconds per forward+backward: a Python loop of LSTMCell steps against one fused nn.LSTM call."""
+    torch.manual_seed(0)
+    lstm = nn.LSTM(size, size)
+    cell = nn.LSTMCell(size, size)
+    x = torch.randn(seq_len, batch, size)
+
+    def fused() -> None:
+        lstm(x)[0].sum().backward()
+
+    def loop() -> None:
+        h = c = torch.zeros(batch, size)
+        outs = []
+        for t in range(seq_len):
+            h, c = cell(x[t], (h, c))
+            outs.append(h)
+        torch.stack(outs).sum().backward()
+
+    timings = {}
+    for name, run in (("per-timestep loop (LSTMCell)", loop), ("fused nn.LSTM", fused)):
+        run()  # warm up
+        start = time.perf_counter()
+        for _ in range(repeats):
+            run()
+        timings[name] = (time.perf_counter() - start) / repeats
+    return timings
+
+
+def timing_plot(timings: dict[str, float]) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(7, 2.4))
+    names = list(timings)
+    ax.barh(names, [timings[n] * 1000 for n in names], color=["tab:red", "tab:green"][: len(names)])
+    for i, n in enumerate(names):
+        ax.text(timings[n] * 1000, i, f" {timings[n] * 1000:.0f} ms", va="center")
+    ax.set(xlabel="milliseconds per forward + backward")
+    fig.tight_layout()
+    plt.show()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Stage 5: what AR and TAR do
+# ------------------------------------------------------------------------------------------------------------
+
+
+def activation_plot(runs: dict[str, torch.Tensor], unit_count: int = 3) -> plt.Figure:
+    """``runs``: label -> last-layer raw output (T, B, H) after training. Traces over time and a histogram."""
+    fig, axes = plt.subplots(1, 2, figsize=(14, 3.6))
+    colors = ["tab:gray", "tab:blue", "tab:orange", "tab:green"]
+    for (label, out), color in zip(runs.items(), colors, strict=False):
+        out = out.detach()
+        for u in range(unit_count):
+            axes[0].plot(out[:, 0, u].numpy(), color=color, alpha=0.8, label=label if u == 0 else None)
+        axes[1].hist(
+            out.flatten().numpy(),
+            bins=60,
+            alpha=0.5,
+            color=color,
+            label=f"{label}: mean h² = {out.pow(2).mean():.3f}, mean Δh² = {(out[1:] - out[:-1]).pow(2).mean():.3f}",
+        )
+    axes[0].set(title=f"{unit_count} units of the last layer over time", xlabel="timestep", ylabel="activation")
+    axes[1].set(title="all last-layer activations", xlabel="activation", ylabel="count")
+    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    plt.show()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Stage 6: NT-ASGD on a problem small enough to see
+# ------------------------------------------------------------------------------------------------------------
+
+
+def trigger_picture(losses: Sequence[float], nonmono: int, switch_at: int | None) -> plt.Figure:
+    """A scripted validation curve: the window of the last ``nonmono`` checks and the check that switches."""
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    ax.plot(range(len(losses)), losses, "o-", label="validation loss at check t")
+    if switch_at is not None:
+        best_old = min(losses[: switch_at - nonmono])
+        ax.axhline(best_old, color="tab:gray", ls=":", label=f"best before the last {nonmono} checks")
+        ax.axvspan(
+            switch_at - nonmono - 0.5,
+            switch_at - 0.5,
+            color="tab:orange",
+            alpha=0.15,
+            label=f"last {nonmono} checks (not compared)",
+        )
+        ax.axvline(switch_at, color="tab:red", ls="--", label=f"switch to averaging at t = {switch_at}")
+    ax.set(xlabel="check t", ylabel="validation loss", title=f"the non-monotonic trigger, n = {nonmono}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    plt.show()
+    return fig
+
+
+@_friendly
+def ntasgd_demo(
+    NTASGD: type, epochs: int = 40, steps: int = 25, lr: float = 0.3, nonmono: int = 5, seed: int = 0
+) -> dict[str, Any]:
+    """Noisy SGD on a 2-D quadratic: the validation curve with the trigger, raw iterates and their average."""
+    gen = torch.Generator().manual_seed(seed)
+    target = torch.tensor([1.0, -1.0])
+    curvature = torch.tensor([1.0, 4.0])
+    w = nn.Parameter(torch.tensor([-2.0, 2.0]))
+    opt = NTASGD([w], lr=lr, nonmono=nonmono)
+    val, trajectory, trigger_epoch = [], [], None
+    for epoch in range(epochs):
+        for _ in range(steps):
+            opt.zero_grad()
+            noise = torch.randn(2, generator=gen) * 1.5
+            w.grad = curvature * (w.detach() - target) + noise
+            opt.step()
+            trajectory.append(w.detach().clone())
+        loss = float(0.5 * (curvature * (w.detach() - target) ** 2).sum())
+        if opt.record(loss):
+            trigger_epoch = epoch
+        val.append(loss)
+    with opt.averaged():
+        averaged = w.detach().clone()
+    avg_loss = float(0.5 * (curvature * (averaged - target) ** 2).sum())
+    traj = torch.stack(trajectory).numpy()
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4))
+    axes[0].semilogy(val, marker=".", label="validation loss of the live weights")
+    if trigger_epoch is not None:
+        axes[0].axvline(trigger_epoch, color="tab:red", ls="--", label=f"trigger (epoch {trigger_epoch})")
+    axes[0].axhline(avg_loss, color="tab:green", label=f"averaged weights: {avg_loss:.4f}")
+    axes[0].set(xlabel="epoch (one record() call each)", ylabel="loss", title="validation and the trigger")
+    axes[0].legend()
+    axes[1].plot(traj[:, 0], traj[:, 1], ".", ms=2, alpha=0.4, label="raw iterates")
+    axes[1].plot(*target.numpy(), "k+", ms=16, mew=2, label="optimum")
+    axes[1].plot(*averaged.numpy(), "*", color="tab:green", ms=16, label="average since the trigger")
+    axes[1].set(xlabel="w[0]", ylabel="w[1]", title="raw iterates bounce around; their average does not")
+    axes[1].legend()
+    fig.tight_layout()
+    plt.show()
+    return {"val": val, "trigger_epoch": trigger_epoch, "averaged_loss": avg_loss, "final_loss": val[-1]}
