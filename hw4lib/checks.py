@@ -32,7 +32,7 @@ from hw4lib.components import ComponentLoadError, load_components
 
 NOT_IMPLEMENTED = (
     "not implemented yet: write your code in the cell marked `# YOUR CODE HERE` (delete the "
-    "`raise NotImplementedError()` line), run that cell, then run this check again."
+    "`raise NotImplementedError()` line), run that cell, then run this one again."
 )
 
 
@@ -91,15 +91,16 @@ def report(title: str, messages: Sequence[str]) -> None:
     raise CheckFailed(f"{title}: see the problems listed above")
 
 
-def _short_traceback(
-    shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None
-) -> list[str]:
-    """IPython handler: one line for a failed check or a stub, instead of a screen of traceback."""
+def _short_traceback(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> list[str]:
+    """IPython handler: one line for a failed check or a stub, instead of a screen of traceback.
+
+    The line is still sent as the cell's error output, so nbval and nbgrader see the cell fail.
+    """
     if isinstance(value, NotImplementedError):
         line = f"NotImplementedError: a part used here is {NOT_IMPLEMENTED}{_where(value)}"
     else:
         line = f"{etype.__name__}: {value}"
-    print(line)
+    shell._showtraceback(etype, value, [line])
     return [line]
 
 
@@ -1171,8 +1172,8 @@ class CountingModel(nn.Module):
         state = torch.zeros(inputs.size(1), self.embed.size(1)) if hidden is None else hidden[0][0][0]
         outputs = []
         for t in range(inputs.size(0)):
-            state = torch.tanh(0.7 * state + self.embed[inputs[t]])
-            outputs.append(state)
+            state = state + self.embed[inputs[t]]  # remembers every word it has read
+            outputs.append(torch.sin(state))
         raw = torch.stack(outputs)
         logits = raw @ self.out
         if self.training:
@@ -1321,7 +1322,11 @@ def load_earlier(before: str, folder: str | Path = ".", verbose: bool = True) ->
                     lambda probe=probe, names=names: probe(*(getattr(module, n) for n in names))
                 )
         label = " and ".join(names)
-        if problems:
+        if problems == [NOT_IMPLEMENTED]:
+            _earlier_failures.append(f"{label} in {notebook}")
+            print(f"✗ {label}: not written yet in {notebook}. Complete that stage first (its check must pass),")
+            print("  save that notebook (File → Save), then re-run this cell.")
+        elif problems:
             _earlier_failures.append(f"{label} in {notebook}")
             print(f"✗ {label} (from {notebook}): {problems[0]}")
             print(f"  → open {notebook}, fix it and save the notebook (File → Save), then re-run this cell.")

@@ -1,0 +1,292 @@
+"""The visible checks: silent on the reference, specific on broken components, friendly on stubs."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from hw4lib import checks
+from hw4lib.components import load_components
+
+
+@pytest.fixture(scope="module")
+def ref() -> types.ModuleType:
+    return load_components("solutions")
+
+
+def failing(check, *args) -> str:
+    """Runs a check that must fail; returns the text it printed plus the exception message."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(checks.CheckFailed) as info:
+        check(*args)
+    assert "\n" not in str(info.value), "the exception itself must be one line"
+    return out.getvalue() + str(info.value)
+
+
+def stub(*args, **kwargs):
+    raise NotImplementedError()
+
+
+# ---------------------------------------------------------------------------------------------- reference
+
+
+@pytest.mark.parametrize(
+    "check, names",
+    [
+        (checks.check_data_loader, ["LanguageModelDataLoader"]),
+        (checks.check_locked_dropout, ["LockedDropout"]),
+        (checks.check_embedded_dropout, ["embedded_dropout"]),
+        (checks.check_weight_drop, ["WeightDrop"]),
+        (checks.check_language_model, ["LanguageModel"]),
+        (checks.check_ar_tar, ["activation_regularization", "temporal_activation_regularization"]),
+        (checks.check_train_batch, ["train_batch"]),
+        (checks.check_nt_asgd, ["NTASGD"]),
+        (checks.check_prediction_generation, ["prediction", "generation"]),
+    ],
+)
+def test_reference_passes(ref, check, names, capsys):
+    check(*(getattr(ref, n) for n in names))
+    assert capsys.readouterr().out.startswith("✓")
+
+
+def test_reference_passes_under_other_seeds(ref):
+    for seed in range(3):
+        torch.manual_seed(seed)
+        checks.check_locked_dropout(ref.LockedDropout)
+        checks.check_embedded_dropout(ref.embedded_dropout)
+        checks.check_weight_drop(ref.WeightDrop)
+
+
+def test_stub_says_not_implemented():
+    class Stub(nn.Module):
+        def __init__(self, p=0.5):
+            super().__init__()
+            self.p = p
+
+        def forward(self, x):
+            raise NotImplementedError()
+
+    text = failing(checks.check_locked_dropout, Stub)
+    assert "not implemented yet" in text and "Traceback" not in text
+    assert "not implemented yet" in failing(checks.check_ar_tar, stub, stub)
+    assert "not implemented yet" in failing(checks.check_data_loader, stub)
+
+
+def test_other_errors_are_named_with_the_line():
+    def broken(x, alpha):
+        return x.nonexistent_method()
+
+    text = failing(checks.check_ar_tar, broken, broken)
+    assert "AttributeError" in text and "nonexistent_method" in text
+
+
+# ------------------------------------------------------------------------------------ broken components
+
+
+def test_loader_fixed_windows_and_no_shift(ref):
+    class Fixed(ref.LanguageModelDataLoader):
+        def __init__(self, dataset, batch_size, bptt=70, **kwargs):
+            kwargs.update(p_full=1.0, std=0.0)
+            super().__init__(dataset, batch_size, bptt, **kwargs)
+
+    assert "every window has length" in failing(checks.check_data_loader, Fixed)
+
+    class NoShift(ref.LanguageModelDataLoader):
+        def __iter__(self):
+            for inputs, _, seq_len in super().__iter__():
+                yield inputs, inputs, seq_len
+
+    assert "shifted by one token" in failing(checks.check_data_loader, NoShift)
+
+
+def test_standard_dropout_is_not_locked():
+    class Standard(nn.Module):
+        def __init__(self, p=0.5):
+            super().__init__()
+            self.p = p
+
+        def forward(self, x):
+            return F.dropout(x, self.p, self.training)
+
+    text = failing(checks.check_locked_dropout, Standard)
+    assert "has a different mask than timestep 0" in text and "once per sequence" in text
+
+
+def test_locked_mask_shared_across_batch_and_unscaled(ref):
+    def mask_picture(p, one_for_batch, scale):
+        x = torch.rand(5, 8, 50) + 0.5
+        m = torch.bernoulli(torch.full((1, 1 if one_for_batch else 8, 50), 1 - p))
+        return x, x * m * (1 / (1 - p) if scale else 1.0)
+
+    x, y = mask_picture(0.5, True, True)
+    assert any("same mask" in m for m in checks.diagnose_locked_mask(x, y, 0.5))
+    x, y = mask_picture(0.5, False, False)
+    assert any("not rescaled" in m for m in checks.diagnose_locked_mask(x, y, 0.5))
+
+
+def test_locked_dropout_on_in_eval(ref):
+    class AlwaysOn(ref.LockedDropout):
+        def forward(self, x):
+            was = self.training
+            self.training = True
+            try:
+                return super().forward(x)
+            finally:
+                self.training = was
+
+    assert "in eval mode" in failing(checks.check_locked_dropout, AlwaysOn)
+
+
+def test_embedding_dropout_per_position_and_padding(ref):
+    def per_position(embed, words, dropout=0.1, scale=None):
+        out = embed(words)
+        if dropout:
+            mask = torch.bernoulli(torch.full(words.shape + (1,), 1 - dropout)) / (1 - dropout)
+            out = out * mask
+        return out
+
+    assert "dropped at some positions and kept at others" in failing(checks.check_embedded_dropout, per_position)
+
+    def minus_one(embed, words, dropout=0.1, scale=None):
+        if embed.padding_idx is None:  # the peers' bug: padding_idx=-1 means "the last row is padding"
+            embed.padding_idx = embed.num_embeddings - 1
+        return ref.embedded_dropout(embed, words, dropout, scale)
+
+    assert "last word's row" in failing(checks.check_embedded_dropout, minus_one)
+
+
+def test_weight_drop_wrong_weight_recorded(ref):
+    class Redraw(ref.WeightDrop):
+        def forward(self, *args):
+            out = super().forward(*args)
+            if self.training:
+                raw = self.module.weight_hh_l0_raw
+                self.module.weight_hh_l0 = F.dropout(raw, self.dropout, True).detach()
+            return out
+
+    text = failing(checks.check_weight_drop, Redraw)
+    assert "differs from a plain nn.LSTM" in text
+
+
+def test_weight_drop_that_drops_nothing(ref):
+    class NoDrop(ref.WeightDrop):
+        def forward(self, *args):
+            was = self.training
+            self.training = False
+            try:
+                return super().forward(*args)
+            finally:
+                self.training = was
+
+    assert "nothing was dropped" in failing(checks.check_weight_drop, NoDrop)
+
+
+def test_model_with_copied_instead_of_tied_weight(ref):
+    class Copied(ref.LanguageModel):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if self.tie_weights:
+                self.decoder.weight = nn.Parameter(self.encoder.weight.detach().clone())
+
+    assert "very same Parameter" in failing(checks.check_language_model, Copied)
+
+
+def test_parameter_count_formula(ref):
+    for tie in (True, False):
+        model = ref.LanguageModel(30, embed_size=6, hidden_size=10, num_layers=2, tie_weights=tie)
+        want = checks.expected_parameter_count(30, 6, 10, 2, tie)
+        assert sum(p.numel() for p in model.parameters()) == want
+
+
+def test_ar_sum_and_tar_over_t(ref):
+    def ar_sum(x, alpha):
+        return alpha * x.pow(2).sum()
+
+    assert "use the mean" in failing(checks.check_ar_tar, ar_sum, ref.temporal_activation_regularization)
+
+    def tar_over_t(x, beta):
+        return beta * (x[1:] - x[:-1]).pow(2).sum() / x[0].numel() / x.size(0)
+
+    assert "divided by T" in failing(checks.check_ar_tar, ref.activation_regularization, tar_over_t)
+
+
+def test_train_batch_without_clipping_or_scale(ref):
+    def no_clip(*args, **kwargs):
+        kwargs["clip"] = 0
+        return ref.train_batch(*args, **kwargs)
+
+    assert "clip it to clip = 0.25" in failing(checks.check_train_batch, no_clip)
+
+    def no_tar(*args, **kwargs):
+        kwargs["beta"] = 0.0
+        return ref.train_batch(*args, **kwargs)
+
+    assert "changing beta does not change the gradient" in failing(checks.check_train_batch, no_tar)
+
+
+def test_ntasgd_returning_true_after_switch(ref):
+    class Sticky(ref.NTASGD):
+        def record(self, val_loss):
+            super().record(val_loss)
+            return self.averaging
+
+    assert "only the call that switches returns True" in failing(checks.check_nt_asgd, Sticky)
+
+
+def test_trigger_diagnosis_names_the_call():
+    messages = checks.diagnose_trigger(3, [10, 9, 8, 7, 6, 7, 8, 9], [False] * 6 + [True, False], 7, [True] * 8)
+    assert messages and "expected call 7" in messages[0]
+    iterates = [torch.tensor([1.0]), torch.tensor([3.0])]
+    assert checks.diagnose_average(iterates, torch.tensor([2.0])) == []
+    assert checks.diagnose_average(iterates, torch.tensor([3.0]))
+
+
+def test_prediction_in_training_mode_and_generation_without_hidden(ref):
+    def train_mode_prediction(model, inputs):
+        return model(inputs)[0][-1]
+
+    text = failing(checks.check_prediction_generation, train_mode_prediction, ref.generation)
+    assert "eval-mode logits" in text and "torch.no_grad" in text
+
+    def forgetful(model, inputs, n_words, greedy=True, temperature=1.0, top_k=None, generator=None):
+        was_training = model.training
+        model.eval()
+        words, x = [], inputs
+        with torch.no_grad():
+            for _ in range(n_words):
+                word = model(x)[0][-1].argmax(-1)
+                words.append(word)
+                x = word.unsqueeze(0)
+        model.train(was_training)
+        return torch.stack(words, 1)
+
+    text = failing(checks.check_prediction_generation, ref.prediction, forgetful)
+    assert "carrying the hidden state" in text
+
+
+def test_load_earlier_names_the_notebook_to_fix(tmp_path, capsys):
+    import nbformat
+
+    from tests.notebook_tools import SOLUTIONS
+
+    for path in sorted(SOLUTIONS.glob("0[0-3]*.ipynb")):
+        nb = nbformat.read(str(path), as_version=4)
+        if path.name.startswith("02"):
+            for cell in nb.cells:
+                if cell.metadata.get("nbgrader", {}).get("grade_id") == "locked_dropout":
+                    cell.source = cell.source.replace("x.size(2)).bernoulli_", "x.size(2)).bernoulli_").replace(
+                        "x.new_empty(1, x.size(1), x.size(2))", "x.new_empty(x.size(0), x.size(1), x.size(2))"
+                    )
+        nbformat.write(nb, str(tmp_path / path.name))
+    module = checks.load_earlier("04_model.ipynb", tmp_path)
+    out = capsys.readouterr().out
+    assert module is not None
+    assert "✗ LockedDropout (from 02_dropout.ipynb)" in out and "open 02_dropout.ipynb" in out
+    assert "✓ WeightDrop (from 03_weight_drop.ipynb)" in out
