@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hw4lib.components import ComponentLoadError, load_components
+from hw4lib.errors import HW4Error
 
 NOT_IMPLEMENTED = (
     "not implemented yet: write your code in the cell marked `# YOUR CODE HERE` (delete the "
@@ -54,7 +55,10 @@ def _where(err: BaseException) -> str:
             continue
         if name.startswith(("<ipython-input", "<0")) or "ipykernel" in name or name.endswith(".ipynb>"):
             code = (frame.line or "").strip()
-            where = f" (in `{frame.name}`, line {frame.lineno} of your cell"
+            cell = "your cell"
+            if name.startswith("<0") and ".ipynb cell" in name:  # loaded from a saved notebook by the loader
+                cell = f"your graded cell in {name[1:].split(' cell')[0]}"
+            where = f" (in `{frame.name}`, line {frame.lineno} of {cell}"
             return where + (f": `{code}`)" if code else ")")
     return ""
 
@@ -105,12 +109,13 @@ def _short_traceback(shell: Any, etype: type, value: BaseException, tb: Any, tb_
 
 
 def install_short_errors() -> None:
-    """In a notebook, show CheckFailed and NotImplementedError as one line (cells still count as failed)."""
+    """In a notebook, show CheckFailed, NotImplementedError and HW4Error (whose messages say what to do) as one
+    line; the cells still count as failed."""
     try:
         shell = get_ipython()  # type: ignore[name-defined]  # noqa: F821
     except NameError:
         return
-    shell.set_custom_exc((CheckFailed, NotImplementedError), _short_traceback)
+    shell.set_custom_exc((CheckFailed, NotImplementedError, HW4Error), _short_traceback)
 
 
 install_short_errors()
@@ -157,9 +162,7 @@ def diagnose_loader_epoch(
     columns: list[list[int]] = [[] for _ in range(batch_size)]
     for k, item in enumerate(batches):
         if not (isinstance(item, tuple | list) and len(item) == 3):
-            return [
-                f"batch {k} is {type(item).__name__}; each batch must be a tuple (inputs, targets, seq_len)"
-            ]
+            return [f"batch {k} is {type(item).__name__}; each batch must be a tuple (inputs, targets, seq_len)"]
         inputs, targets, seq_len = item
         if not isinstance(inputs, torch.Tensor) or not isinstance(targets, torch.Tensor):
             return [f"batch {k}: inputs and targets must be torch tensors, got {type(inputs).__name__}"]
@@ -227,9 +230,7 @@ def diagnose_lengths(
     ``last_cut`` marks lengths cut to what was left at the end of an epoch (excluded from the stats).
     """
     max_len = max_len if max_len is not None else int(bptt + 3 * std)
-    lens = np.asarray(
-        [n for i, n in enumerate(lengths) if not (last_cut is not None and last_cut[i])], dtype=float
-    )
+    lens = np.asarray([n for i, n in enumerate(lengths) if not (last_cut is not None and last_cut[i])], dtype=float)
     messages: list[str] = []
     if len(lens) < 20:
         return [f"only {len(lens)} windows to look at; expected many more"]
@@ -246,9 +247,7 @@ def diagnose_lengths(
     long = lens[lens > 0.75 * bptt]
     short_share = 1 - len(long) / len(lens)
     if len(long) and abs(long.mean() - bptt) > 2.0:
-        messages.append(
-            f"full-length windows average {long.mean():.1f}; they should average about bptt = {bptt}"
-        )
+        messages.append(f"full-length windows average {long.mean():.1f}; they should average about bptt = {bptt}")
     if abs(short_share - (1 - p_full)) > max(0.06, 3 * math.sqrt(p_full * (1 - p_full) / len(lens))):
         messages.append(
             f"{short_share:.0%} of the windows are short (around bptt/2 = {bptt / 2:g}); expected "
@@ -265,17 +264,14 @@ def _loader_probe(Loader: type) -> Iterable[str]:
     if messages:
         return messages
     if getattr(loader, "epoch", None) != 1:
-        messages.append(
-            f"after one full pass `loader.epoch` is {getattr(loader, 'epoch', None)!r}; expected 1"
-        )
+        messages.append(f"after one full pass `loader.epoch` is {getattr(loader, 'epoch', None)!r}; expected 1")
     try:
         estimate = len(loader)
     except TypeError:
         estimate = None
     if not isinstance(estimate, int) or not 0.5 * len(first) <= estimate <= 2 * len(first) + 1:
         messages.append(
-            f"len(loader) is {estimate!r} but an epoch has {len(first)} batches; "
-            "len should estimate that number"
+            f"len(loader) is {estimate!r} but an epoch has {len(first)} batches; len should estimate that number"
         )
     second = list(loader)
     messages += [f"epoch 2: {m}" for m in diagnose_loader_epoch(second, articles, 3)]
@@ -298,8 +294,7 @@ def _loader_probe(Loader: type) -> Iterable[str]:
         orders.append(tuple(epoch[0][0][0].tolist()))
     if len(set(orders)) == 1:
         messages.append(
-            "with shuffle=True, four epochs started with the same text; shuffle the articles "
-            "with the epoch's generator"
+            "with shuffle=True, four epochs started with the same text; shuffle the articles with the epoch's generator"
         )
     big = toy_articles([3000] * 20)
     lengths, cut = [], []
@@ -337,8 +332,7 @@ def diagnose_locked_mask(x: torch.Tensor, y: torch.Tensor, p: float) -> list[str
             messages.append(f"kept values are not rescaled: multiply survivors by 1/(1-p) = {scale:.3f}")
         else:
             messages.append(
-                f"output/input takes values like {values}; it must be 0 (dropped) or 1/(1-p) = "
-                f"{scale:.3f} (kept)"
+                f"output/input takes values like {values}; it must be 0 (dropped) or 1/(1-p) = {scale:.3f} (kept)"
             )
     different = ~torch.isclose(mask, mask[0:1].expand_as(mask), rtol=1e-5, atol=1e-6).all(
         dim=2
@@ -403,9 +397,7 @@ def check_locked_dropout(LockedDropout: type) -> None:
     report("LockedDropout", collect(lambda: _locked_probe(LockedDropout)))
 
 
-def diagnose_embedding_dropout(
-    weight: torch.Tensor, words: torch.Tensor, out: Any, dropout: float
-) -> list[str]:
+def diagnose_embedding_dropout(weight: torch.Tensor, words: torch.Tensor, out: Any, dropout: float) -> list[str]:
     """``out = embedded_dropout(embed, words, dropout)`` with ``embed.weight == weight`` (no zero rows)."""
     T, B = words.shape
     if not isinstance(out, torch.Tensor) or out.shape != (T, B, weight.shape[1]):
@@ -478,9 +470,7 @@ def _embedding_probe(embedded_dropout: Callable) -> Iterable[str]:
     padded = nn.Embedding(10, 3, padding_idx=2)
     embedded_dropout(padded, torch.tensor([[2, 1]]), dropout=0.0).sum().backward()
     if padded.weight.grad is not None and float(padded.weight.grad[2].abs().sum()) != 0:
-        messages.append(
-            "embed.padding_idx = 2 was ignored: its row must get no gradient (pass padding_idx on)"
-        )
+        messages.append("embed.padding_idx = 2 was ignored: its row must get no gradient (pass padding_idx on)")
     return messages
 
 
@@ -555,9 +545,7 @@ def _weight_drop_probe(WeightDrop: type) -> Iterable[str]:
     names = dict(wrapped.named_parameters())
     raw = getattr(inner, "weight_hh_l0_raw", None)
     if not isinstance(raw, nn.Parameter):
-        return [
-            "the learnable weight must be the Parameter module.weight_hh_l0_raw (register it in __init__)"
-        ]
+        return ["the learnable weight must be the Parameter module.weight_hh_l0_raw (register it in __init__)"]
     messages = []
     if any(name.endswith("module.weight_hh_l0") for name in names):
         messages.append(
@@ -589,9 +577,7 @@ def _weight_drop_probe(WeightDrop: type) -> Iterable[str]:
         messages.append("the second forward pass used the same mask as the first: draw a new mask every pass")
     wrapped.eval()
     out_eval, _ = wrapped(x)
-    messages += [
-        f"in eval mode: {m}" for m in diagnose_recomputed(out_eval, lstm_with_weight(inner, raw)(x)[0])
-    ]
+    messages += [f"in eval mode: {m}" for m in diagnose_recomputed(out_eval, lstm_with_weight(inner, raw)(x)[0])]
     for attempt in ("train/eval switches", "deepcopy", "state_dict"):
         try:
             if attempt == "train/eval switches":
@@ -768,9 +754,7 @@ def _model_probe(LanguageModel: type) -> Iterable[str]:
     logits.sum().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     if missing:
-        messages.append(
-            f"no gradient reaches {', '.join(missing[:3])}: every parameter must be used in forward"
-        )
+        messages.append(f"no gradient reaches {', '.join(missing[:3])}: every parameter must be used in forward")
     return messages
 
 
@@ -816,13 +800,11 @@ def diagnose_ar_tar(ar: Callable, tar: Callable) -> list[str]:
     if abs(float(value) - 18.0) > 1e-4:
         if abs(float(value) - 18.0 * threes.numel()) < 1e-2:
             messages.append(
-                "AR of a (5, 2, 3) tensor of 3s with alpha=2 gave 540 (a sum); use the mean, "
-                "expected 2 * 3² = 18"
+                "AR of a (5, 2, 3) tensor of 3s with alpha=2 gave 540 (a sum); use the mean, expected 2 * 3² = 18"
             )
         else:
             messages.append(
-                f"AR of a tensor of 3s with alpha=2 gave {float(value):g}; expected alpha * mean(x²) "
-                "= 2 * 9 = 18"
+                f"AR of a tensor of 3s with alpha=2 gave {float(value):g}; expected alpha * mean(x²) = 2 * 9 = 18"
             )
     mixed = torch.tensor([[[1.0, -2.0]], [[0.0, 3.0]]])
     if abs(float(ar(mixed, 1.0)) - 3.5) > 1e-4:
@@ -833,9 +815,7 @@ def diagnose_ar_tar(ar: Callable, tar: Callable) -> list[str]:
     ramp = torch.tensor([0.0, 1.0, 3.0]).view(3, 1, 1).expand(3, 2, 2)
     value = tar(ramp, 1.0)
     if not isinstance(value, torch.Tensor) or value.dim() != 0:
-        return messages + [
-            f"temporal_activation_regularization returned {_shape(value)}; return a scalar tensor"
-        ]
+        return messages + [f"temporal_activation_regularization returned {_shape(value)}; return a scalar tensor"]
     got = float(value)
     if abs(got - 2.5) > 1e-4:
         if abs(got - 5 / 3) < 1e-4:
@@ -925,9 +905,7 @@ def _train_batch_probe(train_batch: Callable) -> Iterable[str]:
     # A hidden state still attached to a previous graph: train_batch must detach it.
     prev = model(inputs)[1]
     model.calls.clear()
-    result = train_batch(
-        model, opt, inputs, targets, prev, seq_len=7, bptt=10, alpha=2.0, beta=1.0, clip=0.25
-    )
+    result = train_batch(model, opt, inputs, targets, prev, seq_len=7, bptt=10, alpha=2.0, beta=1.0, clip=0.25)
     if not (isinstance(result, tuple | list) and len(result) == 2):
         return [f"train_batch returned {type(result).__name__}; it must return (loss as a float, hidden)"]
     loss, hidden = result
@@ -950,9 +928,7 @@ def _train_batch_probe(train_batch: Callable) -> Iterable[str]:
             "return the mean cross-entropy over all T*B targets, without AR and TAR"
         )
     if any(h.grad_fn is not None or h.requires_grad for pair in hidden for h in pair):
-        messages.append(
-            "the returned hidden state is still attached to the graph: detach it before returning"
-        )
+        messages.append("the returned hidden state is still attached to the graph: detach it before returning")
     if len(opt.steps) != 1:
         return messages + [f"optimizer.step was called {len(opt.steps)} times; call it once per batch"]
     if opt.zeroed == 0:
@@ -1034,9 +1010,7 @@ def diagnose_trigger(
             f"{min(losses[: expected - nonmono])})"
         ]
     if len(switched) > 1:
-        return [
-            f"{story}: record returned True at calls {switched}; only the call that switches returns True"
-        ]
+        return [f"{story}: record returned True at calls {switched}; only the call that switches returns True"]
     return [
         f"{story}: record switched at call {switched[0]}; expected call {expected}. Use t = len(logs) before "
         "appending, require t > nonmono, and compare val_loss > min(logs[:t - nonmono])"
@@ -1111,9 +1085,7 @@ def _ntasgd_probe(NTASGD: type) -> Iterable[str]:
     state = opt.state_dict()
     bad = _non_plain(state)
     if bad:
-        messages.append(
-            f"state_dict holds {bad}; use only tensors, lists, dicts, numbers, bools, strings, None"
-        )
+        messages.append(f"state_dict holds {bad}; use only tensors, lists, dicts, numbers, bools, strings, None")
     w2 = nn.Parameter(w.detach().clone())
     clone = NTASGD([w2], lr=0.5, nonmono=1)
     clone.load_state_dict(copy.deepcopy(state))
@@ -1214,14 +1186,10 @@ def _prediction_probe(prediction: Callable, generation: Callable) -> Iterable[st
     with torch.no_grad():
         want = model(prefix)[0][-1]
     if not isinstance(logits, torch.Tensor) or logits.shape != (3, 13):
-        return [
-            f"prediction returned {_shape(logits)}; expected (B, V) = (3, 13): the logits of the last "
-            "timestep"
-        ]
+        return [f"prediction returned {_shape(logits)}; expected (B, V) = (3, 13): the logits of the last timestep"]
     if not _close(logits, want, 1e-4):
         messages.append(
-            "prediction differs from the eval-mode logits of the last timestep: call model.eval() "
-            "and take logits[-1]"
+            "prediction differs from the eval-mode logits of the last timestep: call model.eval() and take logits[-1]"
         )
     if logits.requires_grad:
         messages.append("prediction tracked gradients: wrap it in torch.no_grad()")
@@ -1241,28 +1209,19 @@ def _prediction_probe(prediction: Callable, generation: Callable) -> Iterable[st
     if not torch.equal(one[:, 0], want.argmax(dim=-1)):
         messages.append("the first generated word must be the arg-max of prediction(model, prefix)")
     draws = [
-        generation(
-            model, prefix, 6, greedy=False, temperature=1.0, generator=torch.Generator().manual_seed(s)
-        )
+        generation(model, prefix, 6, greedy=False, temperature=1.0, generator=torch.Generator().manual_seed(s))
         for s in (0, 0, 1)
     ]
     if not torch.equal(draws[0], draws[1]):
         messages.append(
-            "sampling with the same seeded generator gave different words: pass generator= to "
-            "torch.multinomial"
+            "sampling with the same seeded generator gave different words: pass generator= to torch.multinomial"
         )
     top1 = generation(model, prefix, 6, greedy=False, top_k=1, generator=torch.Generator().manual_seed(3))
     if not torch.equal(top1, generation(model, prefix, 6)):
-        messages.append(
-            "sampling with top_k=1 must give the greedy words (only the largest logit is allowed)"
-        )
-    cold = generation(
-        model, prefix, 6, greedy=False, temperature=1e-4, generator=torch.Generator().manual_seed(4)
-    )
+        messages.append("sampling with top_k=1 must give the greedy words (only the largest logit is allowed)")
+    cold = generation(model, prefix, 6, greedy=False, temperature=1e-4, generator=torch.Generator().manual_seed(4))
     if not torch.equal(cold, generation(model, prefix, 6)):
-        messages.append(
-            "sampling at temperature 1e-4 must match greedy: divide the logits by the temperature"
-        )
+        messages.append("sampling at temperature 1e-4 must match greedy: divide the logits by the temperature")
     top3 = generation(
         model, prefix, 1, greedy=False, top_k=3, temperature=100.0, generator=torch.Generator().manual_seed(5)
     )
@@ -1318,9 +1277,7 @@ def load_earlier(before: str, folder: str | Path = ".", verbose: bool = True) ->
             problems = [f"{', '.join(missing)} is not defined (was its graded cell deleted?)"]
         else:
             with contextlib.redirect_stdout(io.StringIO()):
-                problems = collect(
-                    lambda probe=probe, names=names: probe(*(getattr(module, n) for n in names))
-                )
+                problems = collect(lambda probe=probe, names=names: probe(*(getattr(module, n) for n in names)))
         label = " and ".join(names)
         if problems == [NOT_IMPLEMENTED]:
             _earlier_failures.append(f"{label} in {notebook}")

@@ -200,8 +200,11 @@ def mask_figure(p: float, seed: int, LockedDropout: type | None = None) -> plt.F
     return fig
 
 
-def dropout_widget(LockedDropout: type | None = None, p: float = 0.5, seed: int = 0) -> Any:
-    """Sliders for p and the seed; redraws the masks (with the student's class when given) on every change."""
+def dropout_widget(LockedDropout: type | None = None, p: float = 0.5, seed: int = 0) -> None:
+    """Sliders for p and the seed; redraws the masks (with the student's class when given) on every change.
+
+    Displays the widget itself and returns None (returning it would show it a second time).
+    """
     import ipywidgets as widgets
     from IPython.display import display
 
@@ -220,7 +223,6 @@ def dropout_widget(LockedDropout: type | None = None, p: float = 0.5, seed: int 
     box = widgets.VBox([widgets.HBox([p_slider, seed_slider]), out])
     display(box)
     draw()
-    return box
 
 
 def sentence_ids(vocab: np.ndarray, words: Sequence[str]) -> torch.Tensor:
