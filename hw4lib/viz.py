@@ -39,7 +39,7 @@ def _friendly(func: Callable) -> Callable:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def token_frequency_plot(articles: Sequence[np.ndarray], vocab: np.ndarray, top: int = 12) -> plt.Figure:
+def token_frequency_plot(articles: Sequence[np.ndarray], vocab: np.ndarray, top: int = 12) -> None:
     """Rank-frequency (Zipf) plot, the most frequent words, and the distribution of article lengths."""
     counts = np.bincount(np.concatenate(articles), minlength=len(vocab))
     order = np.argsort(-counts)
@@ -54,7 +54,6 @@ def token_frequency_plot(articles: Sequence[np.ndarray], vocab: np.ndarray, top:
     axes[2].set(xlabel="tokens per article", ylabel="articles", title=f"{len(articles)} articles")
     fig.tight_layout()
     plt.show()
-    return fig
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -68,7 +67,7 @@ def positions_in_window(lengths: Sequence[int], n_tokens: int) -> np.ndarray:
     return pos[:n_tokens]
 
 
-def window_positions_plot(epochs: Sequence[Sequence[int]], bptt: int, n_tokens: int = 300) -> plt.Figure:
+def window_positions_plot(epochs: Sequence[Sequence[int]], bptt: int, n_tokens: int = 300) -> None:
     """Each token's position inside its window, fixed windows against the given epochs' drawn lengths."""
     fig, axes = plt.subplots(1, 2, figsize=(14, 3.4), sharey=True)
     fixed = positions_in_window([bptt] * (n_tokens // bptt + 1), n_tokens)
@@ -98,10 +97,9 @@ def window_positions_plot(epochs: Sequence[Sequence[int]], bptt: int, n_tokens: 
             ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     plt.show()
-    return fig
 
 
-def length_histogram(lengths: Sequence[int], bptt: int) -> plt.Figure:
+def length_histogram(lengths: Sequence[int], bptt: int) -> None:
     """Histogram of drawn window lengths with bptt and bptt/2 marked."""
     fig, ax = plt.subplots(figsize=(8, 3.2))
     lengths = np.asarray(lengths)
@@ -112,11 +110,10 @@ def length_histogram(lengths: Sequence[int], bptt: int) -> plt.Figure:
     ax.set(xlabel="window length seq_len", ylabel="batches", title=f"{len(lengths)} drawn window lengths")
     fig.tight_layout()
     plt.show()
-    return fig
 
 
 @_friendly
-def batch_layout_plot(batches: Sequence[tuple], articles: Sequence[np.ndarray], max_rows: int = 120) -> plt.Figure:
+def batch_layout_plot(batches: Sequence[tuple], articles: Sequence[np.ndarray], max_rows: int = 120) -> None:
     """How the stream is cut: one column per batch element, colour = article, lines = window boundaries.
 
     ``articles`` must hold distinct ids (:func:`hw4lib.checks.toy_articles`) so each token names its article.
@@ -143,7 +140,6 @@ def batch_layout_plot(batches: Sequence[tuple], articles: Sequence[np.ndarray], 
     ax.set_xticks(range(image.shape[1]))
     fig.tight_layout()
     plt.show()
-    return fig
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -281,7 +277,7 @@ def embedding_dropout_demo(
 # ------------------------------------------------------------------------------------------------------------
 
 
-def idea_weight_drop(p: float = 0.5, size: int = 12, seed: int = 0) -> plt.Figure:
+def idea_weight_drop(p: float = 0.5, size: int = 12, seed: int = 0) -> None:
     """DropConnect as a picture (numpy): one W_hh, and the masked copies two forward passes would use."""
     rng = np.random.default_rng(seed)
     weight = rng.normal(size=(size, size))
@@ -297,11 +293,10 @@ def idea_weight_drop(p: float = 0.5, size: int = 12, seed: int = 0) -> plt.Figur
         ax.title.set_fontsize(9)
     fig.tight_layout()
     plt.show()
-    return fig
 
 
 @_friendly
-def weight_drop_heatmaps(WeightDrop: type, hidden: int = 12, p: float = 0.5, seed: int = 0) -> plt.Figure:
+def weight_drop_heatmaps(WeightDrop: type, hidden: int = 12, p: float = 0.5, seed: int = 0) -> None:
     """The raw W_hh, the dropped W_hh of two forward passes, and the per-timestep recomputation error."""
     from hw4lib.checks import lstm_with_weight
 
@@ -337,7 +332,6 @@ def weight_drop_heatmaps(WeightDrop: type, hidden: int = 12, p: float = 0.5, see
     axes[3].legend()
     fig.tight_layout()
     plt.show()
-    return fig
 
 
 def time_lstm(seq_len: int = 70, batch: int = 20, size: int = 256, repeats: int = 3) -> dict[str, float]:
@@ -368,7 +362,7 @@ def time_lstm(seq_len: int = 70, batch: int = 20, size: int = 256, repeats: int 
     return timings
 
 
-def timing_plot(timings: dict[str, float]) -> plt.Figure:
+def timing_plot(timings: dict[str, float]) -> None:
     fig, ax = plt.subplots(figsize=(7, 2.4))
     names = list(timings)
     ax.barh(names, [timings[n] * 1000 for n in names], color=["tab:red", "tab:green"][: len(names)])
@@ -377,7 +371,6 @@ def timing_plot(timings: dict[str, float]) -> plt.Figure:
     ax.set(xlabel="milliseconds per forward + backward")
     fig.tight_layout()
     plt.show()
-    return fig
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -385,7 +378,7 @@ def timing_plot(timings: dict[str, float]) -> plt.Figure:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def activation_plot(runs: dict[str, torch.Tensor], unit_count: int = 3) -> plt.Figure:
+def activation_plot(runs: dict[str, torch.Tensor], unit_count: int = 3) -> None:
     """``runs``: label -> last-layer raw output (T, B, H) after training. Traces over time and a histogram."""
     fig, axes = plt.subplots(1, 2, figsize=(14, 3.6))
     colors = ["tab:gray", "tab:blue", "tab:orange", "tab:green"]
@@ -406,7 +399,6 @@ def activation_plot(runs: dict[str, torch.Tensor], unit_count: int = 3) -> plt.F
     axes[1].legend(fontsize=8)
     fig.tight_layout()
     plt.show()
-    return fig
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -414,7 +406,7 @@ def activation_plot(runs: dict[str, torch.Tensor], unit_count: int = 3) -> plt.F
 # ------------------------------------------------------------------------------------------------------------
 
 
-def trigger_picture(losses: Sequence[float], nonmono: int, switch_at: int | None) -> plt.Figure:
+def trigger_picture(losses: Sequence[float], nonmono: int, switch_at: int | None) -> None:
     """A scripted validation curve: the window of the last ``nonmono`` checks and the check that switches."""
     fig, ax = plt.subplots(figsize=(8, 3.2))
     ax.plot(range(len(losses)), losses, "o-", label="validation loss at check t")
@@ -433,7 +425,6 @@ def trigger_picture(losses: Sequence[float], nonmono: int, switch_at: int | None
     ax.legend(fontsize=8)
     fig.tight_layout()
     plt.show()
-    return fig
 
 
 @_friendly
