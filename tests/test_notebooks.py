@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tests.notebook_tools import RELEASE, REPO, SOLUTIONS, kernel_env, strip_hidden, stripped_set
+from tests.notebook_tools import RELEASE, SOLUTIONS, kernel_env, strip_hidden, stripped_set
 
 PARTS = {
     "01_data_loader.ipynb": {"data_loader": 10},
@@ -169,13 +169,3 @@ def test_release_runs_top_to_bottom_with_stubs(tmp_path, prepared_data, monkeypa
             if grade_id.startswith("check_"):
                 assert "not implemented yet" in text, f"{path.name} {grade_id}: {text[:300]!r}"
                 assert "Traceback" not in text
-
-
-# nbqa hands ruff a .py file, so pyproject's "*.ipynb" ignores (imports in every cell) are passed on explicitly.
-NBQA_IGNORES = 'lint.extend-per-file-ignores = {"solutions/*" = ["E402", "F401", "F811", "I001"]}'
-
-
-def test_notebooks_pass_ruff():
-    result = subprocess.run([sys.executable, "-m", "nbqa", "ruff", "solutions/", "--config", NBQA_IGNORES],
-                            cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
