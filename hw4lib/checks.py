@@ -1236,6 +1236,31 @@ def check_prediction_generation(prediction: Callable, generation: Callable) -> N
     report("prediction and generation", collect(lambda: _prediction_probe(prediction, generation)))
 
 
+def _model_file_probe(path: str | Path, components: Any, max_tokens: int) -> Iterable[str]:
+    from hw4lib import data
+    from hw4lib.checkpoint import build_model, load_checkpoint
+    from hw4lib.perplexity import perplexity
+
+    path = Path(path)
+    if not path.exists():
+        return [f"there is no {path} beside the notebook yet: run the training cell and the cell that copies it"]
+    ckpt = load_checkpoint(path)
+    model = build_model(components, ckpt)
+    valid = data.load_split(ckpt.get("meta", {}).get("dataset", "wikitext2"), "valid")
+    ppl = perplexity(model, valid, max_tokens=max_tokens)
+    if not math.isfinite(ppl):
+        return [f"{path} gives a perplexity of {ppl}: its weights hold NaN or inf; train again with a lower lr"]
+    print(
+        f"  {path} loads into your LanguageModel; perplexity on the first {max_tokens:,} validation tokens: {ppl:.1f}"
+    )
+    return []
+
+
+def check_model_file(path: str | Path, components: Any, max_tokens: int = 5_000) -> None:
+    """Stage 7: ``model.pt`` exists, loads into the student's LanguageModel and scores a finite perplexity."""
+    report(f"{Path(path).name}", collect(lambda: _model_file_probe(path, components, max_tokens)))
+
+
 # ----------------------------------------------------------------------------------------------------
 # Later stages: the student's own earlier components
 # ----------------------------------------------------------------------------------------------------

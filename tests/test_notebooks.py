@@ -69,8 +69,8 @@ def test_hidden_test_cells_follow_their_checks():
                 f'autograder.hidden.verdict("{part}")\n'
                 "### END HIDDEN TESTS"
             )
+            assert ids[index - 1] == f"check_{part}", f"{name}: the visible check must precede test_{part}"
             if part != "val_perplexity":
-                assert ids[index - 1] == f"check_{part}", f"{name}: the visible check must precede test_{part}"
                 assert ids.index(part) < index - 1, f"{name}: the solution cell {part} must come before its check"
             total += points
     assert total == 100
@@ -166,6 +166,6 @@ def test_release_runs_top_to_bottom_with_stubs(tmp_path, prepared_data, monkeypa
                         f"{path.name} cell {grade_id or cell.source[:40]!r} shows a long traceback:\n"
                         + "\n".join(output.traceback)[-1500:]
                     )
-            if grade_id.startswith("check_"):
+            if grade_id.startswith("check_") and grade_id != "check_val_perplexity":
                 assert "not implemented yet" in text, f"{path.name} {grade_id}: {text[:300]!r}"
                 assert "Traceback" not in text
