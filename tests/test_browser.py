@@ -112,14 +112,19 @@ def test_dropout_widget_redraws_when_p_moves(jupyterlab, tmp_path):
             page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for()
             # The indicator can read idle before the kernel session is wired up; retry until a cell runs.
             executed = page.locator(".jp-InputPrompt", has_text="[1]")
-            for _attempt in range(4):
-                page.get_by_role("menuitem", name="Run", exact=True).click()
-                page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+            # Under load the kernel can be late, and JupyterLab then asks which kernel to start: accept it.
+            accept = page.locator(".jp-Dialog .jp-mod-accept")
+            for _attempt in range(6):
+                if accept.count():
+                    accept.first.click()
+                    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for()
                 try:
+                    page.get_by_role("menuitem", name="Run", exact=True).click(timeout=15_000)
+                    page.get_by_role("menuitem", name="Run All Cells", exact=True).click(timeout=15_000)
                     executed.first.wait_for(timeout=20_000)
                     break
                 except Exception:
-                    page.keyboard.press("Escape")
+                    continue
             # Two widgets: the idea (cell 3) and the student's LockedDropout (after the check).
             images = page.locator(".widget-output img")
             expect(images).to_have_count(2, timeout=180_000)
