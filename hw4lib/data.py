@@ -37,11 +37,11 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
 from hw4lib.errors import HW4Error
+from hw4lib.files import atomic_write
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 FORMAT_VERSION = 1
@@ -334,23 +334,6 @@ def encode(
 # --------------------------------------------------------------------------------------------- writing
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write through a temporary file in the same folder, then ``os.replace`` it: readers see the old file
-    or the complete new one, never half of it, and a failure leaves no temporary file behind."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; these are ordinary data files
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _object_array(articles: Sequence[np.ndarray]) -> np.ndarray:
     """HW4P1's layout: a 1-d object array whose items are the articles (filled one by one, because
     ``np.array(list_of_equal_length_arrays)`` would build a 2-d int array instead)."""
@@ -394,12 +377,12 @@ def prepare(
         lengths = np.array([len(a) for a in articles], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         tokens = np.concatenate(articles) if articles else np.zeros(0, dtype=np.int64)
-        _atomic_write(out / f"{split}.npz", lambda fh, t=tokens, o=offsets: np.savez(fh, tokens=t, offsets=o))
+        atomic_write(out / f"{split}.npz", lambda fh, t=tokens, o=offsets: np.savez(fh, tokens=t, offsets=o))
         obj = _object_array(articles)
         names = [f"{split}.npy"] + ([spec.extra_names.format(split=split)] if spec.extra_names else [])
         for name in names:
-            _atomic_write(out / name, lambda fh, a=obj: np.save(fh, a, allow_pickle=True))
-    _atomic_write(out / "vocab.npy", lambda fh: np.save(fh, np.array(vocab, dtype=str), allow_pickle=False))
+            atomic_write(out / name, lambda fh, a=obj: np.save(fh, a, allow_pickle=True))
+    atomic_write(out / "vocab.npy", lambda fh: np.save(fh, np.array(vocab, dtype=str), allow_pickle=False))
 
     meta = {
         "format_version": FORMAT_VERSION,
@@ -415,7 +398,7 @@ def prepare(
         "sha256_verified": verify,
     }
     payload = (json.dumps(meta, indent=2) + "\n").encode()
-    _atomic_write(out / "meta.json", lambda fh: fh.write(payload))
+    atomic_write(out / "meta.json", lambda fh: fh.write(payload))
     counts = ", ".join(f"{s} {meta['splits'][s]['tokens']:,}" for s in SPLITS)
     say(f"{dataset}: wrote {_shown(out)} (tokens: {counts}) in {time.perf_counter() - start:.1f} s")
     return meta

@@ -1,5 +1,119 @@
-"""Sub-commands train / evaluate / generate (being written)."""
+"""Sub-commands ``train``, ``evaluate`` and ``generate``: runs of the components of any notebook set."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from hw4lib import data as corpora
+from hw4lib.checkpoint import build_model, load_checkpoint
+from hw4lib.components import load_components
+from hw4lib.errors import HW4Error
+from hw4lib.perplexity import evaluate_nll
+from hw4lib.training import PRESETS, get_preset, resolve_device, train
 
 
-def register_cli(sub) -> None:
-    pass
+def _impl_help() -> str:
+    return "whose components: 'solutions' (reference), 'notebooks' (your release copy) or a folder/notebook path"
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    config = get_preset(
+        args.preset, args.dataset, epochs=args.epochs, time_budget_min=args.time_budget, lr=args.lr,
+        max_train_tokens=args.max_train_tokens, seed=args.seed, device=args.device, batch_size=args.batch_size,
+    )
+    components = load_components(args.impl)
+    metrics = train(config, components, args.out, resume=not args.no_resume, progress=not args.no_progress)
+    if args.plot:
+        from hw4lib.plots import plot_training
+
+        plot_training(metrics["history"], Path(args.out) / "curves.png")
+    print(json.dumps({k: metrics[k] for k in ("val_ppl", "steps", "epochs", "tokens", "elapsed_s")}, indent=2))
+    return 0
+
+
+def _load(args: argparse.Namespace) -> tuple[torch.nn.Module, dict]:
+    ckpt = load_checkpoint(args.checkpoint)
+    model = build_model(load_components(args.impl), ckpt, resolve_device(args.device))
+    return model, ckpt
+
+
+def _dataset_of(args: argparse.Namespace, ckpt: dict) -> str:
+    return args.dataset or ckpt.get("meta", {}).get("dataset", "wikitext2")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    model, ckpt = _load(args)
+    dataset = _dataset_of(args, ckpt)
+    split = corpora.load_split(dataset, args.split)
+    nll = evaluate_nll(model, split, batch_size=args.batch_size, bptt=args.bptt, max_tokens=args.max_tokens,
+                       progress=True)
+    print(json.dumps({"dataset": dataset, "split": args.split, "nll": nll,
+                      "perplexity": math.exp(nll) if math.isfinite(nll) else None}, indent=2))
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    model, ckpt = _load(args)
+    vocab = corpora.load_vocab(_dataset_of(args, ckpt))
+    index = {word: i for i, word in enumerate(vocab)}
+    words = args.prompt.split()
+    if not words:
+        raise HW4Error("the prompt is empty: pass some words with --prompt")
+    unk = index.get("<unk>", 0)
+    ids = torch.tensor([[index.get(w, unk)] for w in words], device=next(model.parameters()).device)
+    generator = torch.Generator(device=ids.device).manual_seed(args.seed)
+    generation = load_components(args.impl).generation
+    out = generation(model, ids, args.words, greedy=args.greedy, temperature=args.temperature, top_k=args.top_k,
+                     generator=generator)
+    print(" ".join(words), "|", " ".join(corpora.decode(out[0].tolist(), vocab)))
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--impl", default="solutions", help=_impl_help())
+    p.add_argument("--device", default="auto", help="'auto' (GPU when there is one), 'cpu', 'cuda', 'cuda:1' ...")
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train an AWD-LSTM from a preset; resumes RUN_DIR when it has a checkpoint")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    p.add_argument("--dataset", choices=["wikitext2", "ptb"], default="wikitext2")
+    p.add_argument("--out", required=True, help="run folder (checkpoint.pt, model.pt, metrics.json, train.log)")
+    _common(p)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--time-budget", type=float, help="minutes of training before stopping (default: preset's)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--max-train-tokens", type=int, help="train on the first N tokens only")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--no-resume", action="store_true", help="start over even if RUN_DIR has a checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    p.add_argument("--plot", action="store_true", help="also write RUN_DIR/curves.png")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="perplexity of a model.pt on a split")
+    p.add_argument("--checkpoint", required=True, help="a model.pt written by training")
+    _common(p)
+    p.add_argument("--dataset", choices=["wikitext2", "ptb"], help="default: the one the model was trained on")
+    p.add_argument("--split", choices=["train", "valid", "test"], default="valid")
+    p.add_argument("--batch-size", type=int, default=10)
+    p.add_argument("--bptt", type=int, default=70)
+    p.add_argument("--max-tokens", type=int)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("generate", help="continue a prompt with a model.pt")
+    p.add_argument("--checkpoint", required=True)
+    _common(p)
+    p.add_argument("--dataset", choices=["wikitext2", "ptb"])
+    p.add_argument("--prompt", required=True, help="words, separated by spaces (unknown words become <unk>)")
+    p.add_argument("--words", type=int, default=20)
+    p.add_argument("--greedy", action="store_true", help="arg-max instead of sampling")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_generate)

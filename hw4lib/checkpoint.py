@@ -1,0 +1,86 @@
+"""Model files: written atomically, read with ``weights_only=True`` (a pickle payload cannot run).
+
+``model.pt`` holds what is needed to rebuild and grade a model: the ``LanguageModel`` constructor arguments and
+the state dict (with NT-ASGD, the averaged weights). ``checkpoint.pt`` of a run (see :mod:`hw4lib.training`)
+holds everything needed to resume training.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from hw4lib.errors import HW4Error
+from hw4lib.files import atomic_write
+
+MODEL_FORMAT = "hw4-model-v1"
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` through a temporary file: a kill mid-write keeps the previous file intact."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(Path(path), lambda fh: torch.save(obj, fh))
+
+
+def safe_load(path: str | Path, what: str = "checkpoint") -> dict:
+    """``torch.load(weights_only=True)`` with errors that say what is wrong and what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise HW4Error(
+            f"no {what} at {path}. Train one with `python -m hw4lib train --preset cpu --out RUN_DIR` "
+            "(it writes RUN_DIR/model.pt), or pass the right path."
+        )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError) as err:
+        raise HW4Error(
+            f"{path} is not a plain weights file that can be loaded safely (weights_only=True refused it: "
+            f"{str(err).splitlines()[0][:200]}). Save it with hw4lib.checkpoint.save_model."
+        ) from err
+    if not isinstance(obj, dict):
+        raise HW4Error(f"{path} holds a {type(obj).__name__}, not a {what} dictionary")
+    return obj
+
+
+def save_model(path: str | Path, model: torch.nn.Module, model_config: dict, **meta: Any) -> None:
+    """Writes ``model.pt``: the constructor arguments, the state dict and free-form metadata."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_torch_save({"format": MODEL_FORMAT, "model_config": dict(model_config), "state_dict": state,
+                       "meta": meta}, Path(path))
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Reads a ``model.pt`` written by :func:`save_model`, refusing anything else."""
+    ckpt = safe_load(path, "model file")
+    if ckpt.get("format") != MODEL_FORMAT or not isinstance(ckpt.get("state_dict"), dict):
+        raise HW4Error(f"{path} is not a {MODEL_FORMAT} model file (format={ckpt.get('format')!r})")
+    return ckpt
+
+
+def build_model(components: ModuleType, ckpt: dict, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """``components.LanguageModel(**model_config)`` with the checkpoint's weights, loaded strictly."""
+    try:
+        model = components.LanguageModel(**ckpt["model_config"])
+    except TypeError as err:
+        raise HW4Error(f"the checkpoint's model settings do not fit this LanguageModel: {err}") from err
+    given, own = ckpt["state_dict"], model.state_dict()
+    missing = [k for k in own if k not in given]
+    unexpected = [k for k in given if k not in own]
+    wrong_shape = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in given.items()
+        if k in own and (not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(own[k].shape))
+    ]
+    problems = [
+        f"{label} {names[:5]}"
+        for label, names in (("missing", missing), ("unexpected", unexpected), ("shapes differ:", wrong_shape))
+        if names
+    ]
+    if problems:
+        raise HW4Error("this checkpoint is from another model: " + "; ".join(problems))
+    model.load_state_dict(given)
+    return model.to(device)

@@ -1,0 +1,102 @@
+"""The one perplexity of the course: notebooks, the CLI, the benchmarks and the autograder all use it.
+
+Evaluation reads the split as one running text (articles in their given order, never shuffled), cuts it into
+``batch_size`` contiguous columns, and walks them in windows of ``bptt`` tokens, carrying the hidden state, so
+every token after the first of a column is predicted with all the context the model has seen. The score is the
+mean negative log-likelihood over every predicted token; perplexity is its exponential.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from hw4lib.errors import HW4Error
+
+Data = Sequence[np.ndarray] | np.ndarray | torch.Tensor
+
+
+def as_stream(data: Data, max_tokens: int | None = None) -> torch.Tensor:
+    """A 1-D LongTensor of token ids from a list of articles, an array or a tensor (first ``max_tokens``)."""
+    if isinstance(data, torch.Tensor):
+        flat = data.reshape(-1).long()
+    elif isinstance(data, np.ndarray) and data.dtype != object:
+        flat = torch.from_numpy(data.reshape(-1).astype(np.int64))
+    else:
+        flat = torch.from_numpy(np.concatenate([np.asarray(a, dtype=np.int64) for a in data]))
+    return flat[:max_tokens] if max_tokens is not None else flat
+
+
+def batchify(stream: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """(N,) -> (N // B, B): column b is the b-th contiguous slice of the stream."""
+    rows = len(stream) // batch_size
+    if rows < 2:
+        raise HW4Error(f"{len(stream)} tokens are too few for {batch_size} columns of at least 2 tokens")
+    return stream[: rows * batch_size].view(batch_size, rows).t().contiguous()
+
+
+def windows(columns: torch.Tensor, bptt: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Consecutive (inputs, targets) windows of at most ``bptt`` rows, targets shifted by one."""
+    for i in range(0, columns.size(0) - 1, bptt):
+        seq_len = min(bptt, columns.size(0) - 1 - i)
+        yield columns[i : i + seq_len], columns[i + 1 : i + 1 + seq_len]
+
+
+def nll_sum(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Summed negative log-likelihood of ``targets`` (T, B) under ``logits`` (T, B, V), in float64.
+
+    The autograder's judge computes the score from logits that the sandboxed student model produced, through
+    this same function.
+    """
+    if logits.dim() != 3 or logits.shape[:2] != targets.shape:
+        raise HW4Error(
+            f"the model returned logits of shape {tuple(logits.shape)}; expected (T, B, V) = "
+            f"({targets.size(0)}, {targets.size(1)}, vocab_size)"
+        )
+    log_probs = F.log_softmax(logits.double(), dim=-1)
+    return float(-log_probs.gather(-1, targets.unsqueeze(-1)).sum())
+
+
+@torch.no_grad()
+def evaluate_nll(
+    model: torch.nn.Module,
+    data: Data,
+    *,
+    batch_size: int = 10,
+    bptt: int = 70,
+    max_tokens: int | None = None,
+    progress: bool = False,
+) -> float:
+    """Mean negative log-likelihood (nats per token) of ``data`` under ``model``, in eval mode.
+
+    ``model(inputs (T, B), hidden)`` must return ``(logits (T, B, V), hidden, ...)``. Returns ``nan`` when
+    the model produces non-finite scores (NaN weights), so callers decide how to report it.
+    """
+    device = next(model.parameters()).device
+    columns = batchify(as_stream(data, max_tokens), batch_size).to(device)
+    was_training = model.training
+    model.eval()
+    total, count, hidden = 0.0, 0, None
+    try:
+        steps = windows(columns, bptt)
+        if progress:
+            steps = tqdm(steps, total=math.ceil((columns.size(0) - 1) / bptt), desc="evaluate", leave=False)
+        for inputs, targets in steps:
+            logits, hidden = model(inputs, hidden)[:2]
+            total += nll_sum(logits, targets)
+            count += targets.numel()
+    finally:
+        model.train(was_training)
+    mean = total / count
+    return mean if math.isfinite(mean) else float("nan")
+
+
+def perplexity(model: torch.nn.Module, data: Data, **kwargs) -> float:
+    """``exp`` of :func:`evaluate_nll` (same keyword arguments)."""
+    nll = evaluate_nll(model, data, **kwargs)
+    return math.exp(nll) if math.isfinite(nll) else float("nan")

@@ -1,0 +1,423 @@
+"""The training loop: presets, progress, validation, NT-ASGD, checkpoints and resume.
+
+It drives the student's (or the reference's) components and never re-implements them: it calls the
+``LanguageModelDataLoader``, ``train_batch`` and ``NTASGD`` of a module built by
+:func:`hw4lib.components.load_components`.
+
+A run folder holds ``checkpoint.pt`` (everything needed to resume: live weights, optimizer, random states,
+position in the epoch, hidden state), ``model.pt`` (the best model so far, with NT-ASGD's averaged weights:
+what evaluation, generation and the autograder use), ``metrics.json`` and ``train.log``. Checkpoints are written
+at every validation check; a run killed at any moment resumes from the last one and ends exactly where an
+uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from hw4lib import data as corpora
+from hw4lib.checkpoint import atomic_torch_save, build_model, load_checkpoint, safe_load, save_model
+from hw4lib.errors import HW4Error
+from hw4lib.files import atomic_write_json
+from hw4lib.perplexity import evaluate_nll
+
+# Settings that may change between a run and its resumption without changing what the run computes.
+RESUMABLE_CHANGES = {"epochs", "time_budget_min", "device", "progress_every"}
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run. The defaults are the paper's WikiText-2 settings (Merity et al. 2017)."""
+
+    dataset: str = "wikitext2"
+    # model
+    embed_size: int = 400
+    hidden_size: int = 1150
+    num_layers: int = 3
+    dropout: float = 0.4
+    dropouth: float = 0.2
+    dropouti: float = 0.65
+    dropoute: float = 0.1
+    wdrop: float = 0.5
+    tie_weights: bool = True
+    # optimization
+    lr: float = 30.0
+    batch_size: int = 80
+    bptt: int = 70
+    epochs: int = 750
+    clip: float = 0.25
+    alpha: float = 2.0
+    beta: float = 1.0
+    weight_decay: float = 1.2e-6
+    nonmono: int = 5
+    seed: int = 1882
+    # schedule and size
+    eval_interval: int | None = None  # training batches between validation checks; None: once per epoch
+    eval_tokens: int | None = None  # validation tokens used by the periodic checks; None: all of them
+    eval_batch_size: int = 10
+    max_train_tokens: int | None = None  # a slice of the training split (quick runs, tests)
+    max_valid_tokens: int | None = None  # a slice of the validation split for the final score
+    time_budget_min: float | None = None  # stop training after this much wall-clock time (summed over resumes)
+    device: str = "auto"
+    progress_every: int = 50  # batches between log lines
+
+    def model_config(self, vocab_size: int) -> dict[str, Any]:
+        """The ``LanguageModel`` constructor arguments."""
+        return {
+            "vocab_size": vocab_size,
+            "embed_size": self.embed_size,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "dropout": self.dropout,
+            "dropouth": self.dropouth,
+            "dropouti": self.dropouti,
+            "dropoute": self.dropoute,
+            "wdrop": self.wdrop,
+            "tie_weights": self.tie_weights,
+        }
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # CI and first contact: a small model on a WikiText-2 slice, under a minute on 2 CPU cores.
+    "quick": dict(
+        embed_size=64, hidden_size=128, num_layers=3, batch_size=16, bptt=35, epochs=2, lr=30.0,
+        dropout=0.1, dropouth=0.1, dropouti=0.1, dropoute=0.0, wdrop=0.1, alpha=2.0, beta=1.0,
+        max_train_tokens=50_000, max_valid_tokens=10_000, eval_batch_size=10, progress_every=20,
+    ),
+    # A student laptop (2 cores, no GPU), 60 minutes of training; see docs/training.md for measured runs.
+    "cpu": dict(
+        embed_size=200, hidden_size=400, num_layers=3, batch_size=20, bptt=70, epochs=100, lr=30.0,
+        dropout=0.2, dropouth=0.1, dropouti=0.2, dropoute=0.02, wdrop=0.2, nonmono=5,
+        eval_interval=300, eval_tokens=40_000, time_budget_min=58.0,
+    ),
+    # The paper, for one GPU (WikiText-2 values; PTB overrides below).
+    "paper": dict(),
+}
+DATASET_OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
+    ("paper", "ptb"): dict(batch_size=40, dropouti=0.4, dropouth=0.25, epochs=500, seed=141),
+}
+
+
+def get_preset(name: str, dataset: str = "wikitext2", **overrides: Any) -> TrainConfig:
+    """The named preset for a dataset, with optional overrides (``None`` values are ignored)."""
+    if name not in PRESETS:
+        raise HW4Error(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    values = {**PRESETS[name], **DATASET_OVERRIDES.get((name, dataset), {}), "dataset": dataset}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**values)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def take_tokens(articles: Sequence[np.ndarray], max_tokens: int | None) -> list[np.ndarray]:
+    """The first ``max_tokens`` tokens of a split, keeping article boundaries (the last one cut)."""
+    if max_tokens is None:
+        return list(articles)
+    taken, left = [], max_tokens
+    for article in articles:
+        if left <= 0:
+            break
+        taken.append(article[:left])
+        left -= len(taken[-1])
+    return taken
+
+
+@dataclass
+class RunData:
+    """What a run trains and validates on."""
+
+    train: list[np.ndarray]
+    valid: list[np.ndarray]
+    vocab_size: int
+
+    @classmethod
+    def from_dataset(cls, config: TrainConfig) -> RunData:
+        vocab = corpora.load_vocab(config.dataset)
+        return cls(
+            train=take_tokens(corpora.load_split(config.dataset, "train"), config.max_train_tokens),
+            valid=take_tokens(corpora.load_split(config.dataset, "valid"), config.max_valid_tokens),
+            vocab_size=len(vocab),
+        )
+
+
+@dataclass
+class RunState:
+    """Where a run is; saved in every checkpoint."""
+
+    epoch: int = 0
+    batch: int = 0  # batches done in the current epoch
+    step: int = 0
+    tokens: int = 0
+    elapsed_s: float = 0.0
+    best_val_loss: float = math.inf
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+def _detached(hidden: Any) -> Any:
+    if hidden is None:
+        return None
+    return [tuple(t.detach().cpu() for t in h) for h in hidden]
+
+
+def _to_device(hidden: Any, device: torch.device) -> Any:
+    if hidden is None:
+        return None
+    return [tuple(t.to(device) for t in h) for h in hidden]
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """One run in one folder. ``run()`` trains until the epochs or the time budget are used up."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        components: ModuleType,
+        out_dir: str | Path,
+        *,
+        run_data: RunData | None = None,
+        resume: bool = True,
+        progress: bool = True,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.components = components
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.progress = progress
+        self._log_file = self.out / "train.log"
+        self._echo = log or tqdm.write
+        self.device = resolve_device(config.device)
+        self.data = run_data or RunData.from_dataset(config)
+        self.model_config = config.model_config(self.data.vocab_size)
+
+        torch.manual_seed(config.seed)
+        self.model = components.LanguageModel(**self.model_config).to(self.device)
+        self.optimizer = components.NTASGD(
+            self.model.parameters(), lr=config.lr, nonmono=config.nonmono, weight_decay=config.weight_decay
+        )
+        self.loader = components.LanguageModelDataLoader(
+            self.data.train, config.batch_size, config.bptt, shuffle=True, seed=config.seed
+        )
+        valid_eval = corpora.stream(self.data.valid)
+        self.valid_check = valid_eval[: config.eval_tokens] if config.eval_tokens else valid_eval
+        self.state = RunState()
+        self.hidden: Any = None
+        self._window_loss, self._window_batches = 0.0, 0
+        if resume and (self.out / "checkpoint.pt").exists():
+            self._resume()
+
+    # ----------------------------------------------------------------------------------------------- logging
+    def log(self, message: str) -> None:
+        with open(self._log_file, "a") as fh:
+            fh.write(message + "\n")
+        self._echo(message)
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def _resume(self) -> None:
+        ckpt = safe_load(self.out / "checkpoint.pt", "training checkpoint")
+        saved = ckpt.get("config", {})
+        changed = {
+            k for k, v in asdict(self.config).items() if k not in RESUMABLE_CHANGES and saved.get(k) != v
+        }
+        if changed:
+            raise HW4Error(
+                f"{self.out / 'checkpoint.pt'} belongs to a run with other settings ({', '.join(sorted(changed))}"
+                " differ). Use a new --out folder, or --no-resume to start this folder over."
+            )
+        try:
+            self.model.load_state_dict(ckpt["model"])
+        except RuntimeError as err:
+            raise HW4Error(f"the checkpoint does not fit this model: {str(err).splitlines()[0]}") from err
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.state = RunState(**ckpt["state"])
+        self.hidden = _to_device(ckpt["hidden"], self.device)
+        _set_rng_state(ckpt["rng"])
+        self.log(
+            f"resumed from {self.out / 'checkpoint.pt'}: epoch {self.state.epoch + 1}, "
+            f"batch {self.state.batch}, step {self.state.step}"
+        )
+
+    def _save_checkpoint(self) -> None:
+        atomic_torch_save(
+            {
+                "config": asdict(self.config),
+                "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "optimizer": self.optimizer.state_dict(),
+                "state": asdict(self.state),
+                "hidden": _detached(self.hidden),
+                "rng": _rng_state(),
+            },
+            self.out / "checkpoint.pt",
+        )
+
+    # ----------------------------------------------------------------------------------------- validation
+    def validate(self) -> dict[str, Any]:
+        """Scores the averaged weights (NT-ASGD), keeps the best model, feeds the trigger, checkpoints."""
+        cfg = self.config
+        with self.optimizer.averaged():
+            val_loss = evaluate_nll(self.model, self.valid_check, batch_size=cfg.eval_batch_size, bptt=cfg.bptt)
+            if not math.isfinite(val_loss):
+                raise HW4Error(
+                    f"validation loss is {val_loss} at step {self.state.step}: the weights hold NaN or inf. "
+                    "The last good checkpoint.pt is kept; lower --lr or check train_batch and NTASGD."
+                )
+            improved = val_loss < self.state.best_val_loss
+            if improved:
+                self.state.best_val_loss = val_loss
+                save_model(
+                    self.out / "model.pt", self.model, self.model_config, dataset=cfg.dataset,
+                    step=self.state.step, val_ppl=math.exp(val_loss), config=asdict(cfg),
+                )
+        switched = self.optimizer.record(val_loss)
+        entry = {
+            "step": self.state.step,
+            "epoch": self.state.epoch + self.state.batch / max(1, len(self.loader)),
+            "tokens": self.state.tokens,
+            "elapsed_s": round(self.state.elapsed_s, 2),
+            "train_loss": self._window_loss / max(1, self._window_batches),
+            "val_loss": val_loss,
+            "val_ppl": math.exp(val_loss),
+            "averaging": bool(self.optimizer.averaging),
+            "switched_to_asgd": bool(switched),
+        }
+        self._window_loss, self._window_batches = 0.0, 0
+        self.state.history.append(entry)
+        self.log(
+            f"check {len(self.state.history):3d} | epoch {entry['epoch']:6.2f} | step {entry['step']:6d} | "
+            f"train ppl {math.exp(min(entry['train_loss'], 50)):8.2f} | val ppl {entry['val_ppl']:8.2f}"
+            + (" | best" if improved else "")
+            + (" | switched to averaging (NT-ASGD)" if switched else "")
+        )
+        self._save_checkpoint()
+        self._write_metrics(final=False)
+        return entry
+
+    def _write_metrics(self, final: bool, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        best = self.state.best_val_loss
+        metrics = {
+            "preset_config": asdict(self.config),
+            "val_ppl": math.exp(best) if math.isfinite(best) else None,
+            "val_ppl_scope": "periodic checks" if self.config.eval_tokens else "validation split",
+            "steps": self.state.step,
+            "epochs": self.state.epoch + self.state.batch / max(1, len(self.loader)),
+            "tokens": self.state.tokens,
+            "elapsed_s": round(self.state.elapsed_s, 2),
+            "tokens_per_s": self.state.tokens / self.state.elapsed_s if self.state.elapsed_s else None,
+            "asgd_trigger_step": self.optimizer.trigger_step,
+            "finished": final,
+            "history": self.state.history,
+            **(extra or {}),
+        }
+        atomic_write_json(self.out / "metrics.json", metrics)
+        return metrics
+
+    # ------------------------------------------------------------------------------------------- training
+    def _out_of_time(self) -> bool:
+        budget = self.config.time_budget_min
+        return budget is not None and self.state.elapsed_s >= budget * 60
+
+    def run(self) -> dict[str, Any]:
+        """Trains to the end, then scores the best model on the whole validation slice."""
+        cfg, comps = self.config, self.components
+        while self.state.epoch < cfg.epochs and not self._out_of_time():
+            self.loader.epoch = self.state.epoch
+            batches = iter(self.loader)
+            for _ in range(self.state.batch):  # resuming mid-epoch: the same draws, skipped
+                next(batches)
+            if self.state.batch == 0:
+                self.hidden = None
+            bar = tqdm(
+                batches, total=len(self.loader), initial=self.state.batch, disable=not self.progress,
+                desc=f"epoch {self.state.epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
+            )
+            finished_epoch = True
+            for inputs, targets, seq_len in bar:
+                start = time.perf_counter()
+                loss, self.hidden = comps.train_batch(
+                    self.model, self.optimizer, inputs.to(self.device), targets.to(self.device), self.hidden,
+                    seq_len, cfg.bptt, alpha=cfg.alpha, beta=cfg.beta, clip=cfg.clip,
+                )
+                if not math.isfinite(loss):
+                    raise HW4Error(
+                        f"the training loss became {loss} at step {self.state.step + 1}. The last good "
+                        f"checkpoint is kept in {self.out / 'checkpoint.pt'}; lower the learning rate "
+                        "(--lr) or check train_batch (clipping, AR/TAR)."
+                    )
+                self.state.elapsed_s += time.perf_counter() - start
+                self.state.batch += 1
+                self.state.step += 1
+                self.state.tokens += inputs.numel()
+                self._window_loss += loss
+                self._window_batches += 1
+                bar.set_postfix(loss=f"{loss:.3f}", ppl=f"{math.exp(min(loss, 50)):.0f}", refresh=False)
+                if cfg.eval_interval and self.state.step % cfg.eval_interval == 0:
+                    self.validate()
+                if self._out_of_time():
+                    finished_epoch = False
+                    break
+            bar.close()
+            if finished_epoch:
+                self.state.epoch += 1
+                self.state.batch = 0
+                self.validate()
+            elif self.state.history[-1]["step"] != self.state.step:
+                self.validate()
+        return self.finish()
+
+    def finish(self) -> dict[str, Any]:
+        """Scores ``model.pt`` (the best averaged weights) on the whole validation slice."""
+        if not self.state.history:
+            self.validate()
+        best = build_model(self.components, load_checkpoint(self.out / "model.pt"), self.device)
+        val_loss = evaluate_nll(best, self.data.valid, batch_size=self.config.eval_batch_size, bptt=self.config.bptt)
+        metrics = self._write_metrics(
+            final=True,
+            extra={"val_ppl": math.exp(val_loss), "val_loss": val_loss, "val_ppl_scope": "validation split"},
+        )
+        ckpt = load_checkpoint(self.out / "model.pt")
+        ckpt["meta"].update(val_ppl=math.exp(val_loss), val_loss=val_loss, final=True)
+        atomic_torch_save(ckpt, self.out / "model.pt")
+        self.log(f"done: validation perplexity {metrics['val_ppl']:.2f} ({self.state.tokens:,} training tokens)")
+        return metrics
+
+
+def train(
+    config: TrainConfig,
+    components: ModuleType,
+    out_dir: str | Path,
+    *,
+    run_data: RunData | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Trains a run folder to its end (resuming it when it has a checkpoint); returns ``metrics.json``."""
+    return Trainer(config, components, out_dir, run_data=run_data, resume=resume, progress=progress, log=log).run()
