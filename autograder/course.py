@@ -53,18 +53,18 @@ c.GenerateFeedback.preprocessors = [
 '''
 
 
-def make_course(root: Path = DEFAULT_ROOT, extra_config: str = "", source: Path | None = None) -> Path:
+def make_course(root: Path = DEFAULT_ROOT, extra_config: str = "", notebooks: Path | None = None) -> Path:
     """Creates (or refreshes) the course root: its config and ``source/hw4`` copied from ``solutions/``.
 
     Only notebooks are copied into ``source/``: nbgrader copies every other file there into the release, and
-    the checks in ``autograder/`` must never reach students. ``source`` replaces ``solutions/`` (tests).
+    the checks in ``autograder/`` must never reach students. ``notebooks`` replaces ``solutions/`` (tests).
     """
     root = Path(root).resolve()
     source = root / "source" / ASSIGNMENT
     source.mkdir(parents=True, exist_ok=True)
     for old in source.glob("*.ipynb"):
         old.unlink()
-    for notebook in sorted(Path(source or SOLUTIONS).glob("*.ipynb")):
+    for notebook in sorted(Path(notebooks or SOLUTIONS).glob("*.ipynb")):
         shutil.copy2(notebook, source / notebook.name)
     (root / "nbgrader_config.py").write_text(
         CONFIG.format(

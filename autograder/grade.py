@@ -29,7 +29,9 @@ import torch
 from autograder import course, judge, sandbox
 from autograder.config import Config
 from autograder.config import load as load_config
+from hw4lib import checkpoint
 from hw4lib import data as hw4data
+from hw4lib.errors import HW4Error
 
 RUNTIME_FILES = ("probe.py", "harness.py")
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -158,10 +160,10 @@ def load_checkpoint_for_judge(path: Path) -> dict | None:
     if not path.is_file() or path.is_symlink() or path.stat().st_size > MAX_CHECKPOINT_MB * 2**20:
         return None
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
+        ckpt = checkpoint.load_checkpoint(path)
+    except HW4Error:
         return None
-    return ckpt if isinstance(ckpt, dict) and isinstance(ckpt.get("model_config"), dict) else None
+    return ckpt if isinstance(ckpt.get("model_config"), dict) else None
 
 
 def grade_student(sub: Path, work: Path, config: Config, seed: int, runtime: Path,
@@ -272,7 +274,7 @@ def grade_all(submissions: Path, out: Path, *, config_path: Path | None = None, 
     for bad in [s for s in students if not STUDENT_ID.match(s)]:
         log(f"skipping {bad!r}: not a valid student id")
     students = [s for s in students if STUDENT_ID.match(s)]
-    root = course.make_course(out / "course", source=source)
+    root = course.make_course(out / "course", notebooks=source)
     result = course.nbgrader(root, "generate_assignment", course.ASSIGNMENT, "--force", check=False)
     if result.returncode != 0:
         raise RuntimeError(f"nbgrader generate_assignment failed:\n{result.stdout}\n{result.stderr}")

@@ -20,7 +20,9 @@ import torch.nn as nn
 
 from autograder import harness, probe
 from autograder.config import Config, Part
+from hw4lib import checkpoint, perplexity
 from hw4lib.components import REPO_ROOT, load_components
+from hw4lib.errors import HW4Error
 
 SOLUTIONS = REPO_ROOT / "solutions"
 
@@ -381,12 +383,6 @@ def judge_prediction_generation(d: dict, seed: int) -> list[Check]:
 
 # --- validation perplexity ---------------------------------------------------------------------------------
 
-def nll_sum(logits: torch.Tensor, targets: torch.Tensor) -> tuple[float, int]:
-    """Summed cross-entropy and token count of one window (the same reduction as hw4lib.perplexity)."""
-    logits = logits.double().reshape(-1, logits.size(-1))
-    return float(nn.functional.cross_entropy(logits, targets.reshape(-1), reduction="sum")), targets.numel()
-
-
 class LogitStream:
     """Consumes the probe's validation logits window by window (bounded memory) and sums the NLL."""
 
@@ -414,9 +410,11 @@ class LogitStream:
                 logits = torch.from_numpy(np.frombuffer(buffer, dtype="<f4").reshape(shape).copy())
                 if index < len(self.expected):
                     self.spot_diff = max(self.spot_diff, float((logits - self.expected[index]).abs().max()))
-                s, n = nll_sum(logits, self.data[start + 1:start + 1 + length])
-                self.total, self.count, self.received = self.total + s, self.count + n, index + 1
-        except (ValueError, OSError, RuntimeError) as err:
+                targets = self.data[start + 1:start + 1 + length]
+                self.total += perplexity.nll_sum(logits, targets)
+                self.count += targets.numel()
+                self.received = index + 1
+        except (ValueError, OSError, RuntimeError, HW4Error) as err:
             self.error = str(err)[:300]
 
 
@@ -425,8 +423,7 @@ def reference_logits(ckpt: dict | None, tokens: torch.Tensor, cfg: dict) -> tupl
     if ckpt is None:
         return [], "no readable checkpoint"
     try:
-        model = reference("val_perplexity").LanguageModel(**ckpt["model_config"])
-        model.load_state_dict(ckpt["state_dict"], strict=True)
+        model = checkpoint.build_model(reference("val_perplexity"), ckpt)
     except Exception as err:  # the architecture is the student's own: no spot check possible
         return [], f"spot check skipped: the weights do not fit the reference model ({type(err).__name__})"
     model.eval()

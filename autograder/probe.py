@@ -22,7 +22,9 @@ import torch
 import torch.nn as nn
 
 from autograder import harness
+from hw4lib import checkpoint
 from hw4lib.components import load_components
+from hw4lib.errors import HW4Error
 
 #: Notebooks (by prefix) each part needs; loading only those keeps a broken notebook from sinking other parts.
 STAGES = {
@@ -229,18 +231,11 @@ def probe_prediction_generation(c, seed: int) -> dict:
 def probe_val_perplexity(c, seed: int, request: dict, io_dir: Path) -> dict:
     tokens = torch.load(io_dir / "valid.pt", weights_only=True)
     (io_dir / "valid.pt").unlink()
-    path = Path(request["checkpoint"])
-    if not path.is_file():
-        return {"error": "no model.pt in the submission: notebook 07 saves it with hw4lib.checkpoint.save_model"}
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        return {"error": f"model.pt cannot be loaded with weights_only=True ({type(err).__name__}); "
-                         "save it with hw4lib.checkpoint.save_model"}
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model_config"), dict) or "state_dict" not in ckpt:
-        return {"error": "model.pt is not a hw4 checkpoint (no model_config/state_dict)"}
-    model = c.LanguageModel(**ckpt["model_config"])
-    model.load_state_dict(ckpt["state_dict"], strict=True)
+        ckpt = checkpoint.load_checkpoint(request["checkpoint"])
+    except HW4Error as err:
+        return {"error": f"model.pt: {err}".replace(str(request["checkpoint"]), "model.pt")}
+    model = checkpoint.build_model(c, ckpt)
     model.eval()
     data = harness.batchify(tokens, request["batch_size"])
     out = os.fdopen(int(request["logits_fd"]), "wb", buffering=1 << 20)
@@ -248,7 +243,9 @@ def probe_val_perplexity(c, seed: int, request: dict, io_dir: Path) -> dict:
     with torch.no_grad():
         for start, length in harness.windows(data.size(0), request["bptt"]):
             logits, hidden = model(data[start:start + length], hidden)[:2]
-            np.lib.format.write_array(out, np.ascontiguousarray(logits.float().numpy()), allow_pickle=False)
+            array = np.ascontiguousarray(logits.float().numpy(), dtype="<f4")
+            np.lib.format.write_array_header_1_0(out, np.lib.format.header_data_from_array_1_0(array))
+            out.write(array.tobytes())  # a pipe: ndarray.tofile needs a seekable file
         out.flush()
         out.close()
         probe_in = data[:20, :2].clone()
