@@ -6,9 +6,10 @@ grade with thresholds measured on its own fixture model and a course can move th
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+import tomllib
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "config.toml"
 

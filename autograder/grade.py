@@ -85,6 +85,29 @@ def _death(outcome: sandbox.Outcome, limits: dict, log: Path) -> str:
     return f"the process exited with code {code} (sys.exit or os._exit in your code?)\n{tail}".strip()
 
 
+def part_watchdog(parts: list[str], out_dir: Path, limits: dict):
+    """Kills the probe when the part it is on has run past its own wall-clock budget.
+
+    The part "on" is the first one without a result file; its clock starts when the previous one finished.
+    """
+    state = {"part": None, "since": 0.0}
+
+    def watchdog(elapsed: float) -> str | None:
+        current = next((p for p in parts if not (out_dir / f"{p}.pt").exists()), None)
+        if current != state["part"]:
+            state["part"], state["since"] = current, elapsed
+        if current is None:
+            return None
+        budget = float(limits["val_perplexity_wall_s"] if current == "val_perplexity" else limits["part_wall_s"])
+        if state["since"] == 0.0:
+            budget += STARTUP_S
+        if elapsed - state["since"] > budget:
+            return f"stopped after {budget:.0f} s (the time limit for this part; an endless loop?)"
+        return None
+
+    return watchdog
+
+
 def probe_submission(sub: Path, work: Path, config: Config, seed: int, runtime: Path,
                      tokens: torch.Tensor, expected: list) -> tuple[dict, judge.LogitStream]:
     """Runs the probe until every part has a result or a failure; a part that hangs or crashes costs only itself.
@@ -118,23 +141,8 @@ def probe_submission(sub: Path, work: Path, config: Config, seed: int, runtime: 
         reader_file = os.fdopen(read_fd, "rb")
         reader = threading.Thread(target=stream.read, args=(reader_file,), daemon=True)
         reader.start()
-        state = {"part": None, "since": 0.0}
-        out_dir = io_dir / "out"
         parts_now = list(remaining)
-
-        def watchdog(elapsed: float) -> str | None:
-            current = next((p for p in parts_now if not (out_dir / f"{p}.pt").exists()), None)
-            if current != state["part"]:
-                state["part"], state["since"] = current, elapsed
-            if current is None:
-                return None
-            budget = float(limits["val_perplexity_wall_s"] if current == "val_perplexity" else limits["part_wall_s"])
-            if state["since"] == 0.0:
-                budget += STARTUP_S
-            if elapsed - state["since"] > budget:
-                return f"stopped after {budget:.0f} s (time limit for this part; an endless loop?)"
-            return None
-
+        watchdog = part_watchdog(parts_now, io_dir / "out", limits)
         outcome = sandbox.run(
             [sys.executable, "-m", "autograder.probe", "/io"],
             ro={"/grader": runtime, "/sub": subcopy}, rw={"/io": io_dir},
@@ -144,7 +152,7 @@ def probe_submission(sub: Path, work: Path, config: Config, seed: int, runtime: 
         reader_file.close()
         failed_at = None
         for index, part in enumerate(parts_now):
-            path = out_dir / f"{part}.pt"
+            path = io_dir / "out" / f"{part}.pt"
             if path.exists():
                 results[part] = (judge.load_data(path), None)
             else:

@@ -82,7 +82,7 @@ class RecordingOptimizer:
         grads = [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in self.params]
         self.steps.append({"lr_scale": float(lr_scale), "grads": grads})
         with torch.no_grad():
-            for p, g in zip(self.params, grads):
+            for p, g in zip(self.params, grads, strict=False):
                 p.sub_(self.lr * float(lr_scale) * g)
 
 

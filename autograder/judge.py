@@ -69,10 +69,17 @@ def verdict(part: Part, checks: list[Check], error: str | None = None) -> Verdic
     total = sum(c.weight for c in checks)
     passed = sum(c.weight for c in checks if c.ok)
     score = round(part.points * passed / total, 2) if total else 0.0
-    lines = [f"{'PASS' if c.ok else 'FAIL'}  {c.name}" + ("" if c.ok or not c.detail else f": {c.detail}")
-             for c in checks]
-    return Verdict(part.name, part.notebook, part.points, score, "\n".join(lines),
-                   [{"name": c.name, "ok": c.ok, "weight": c.weight, "detail": c.detail} for c in checks])
+    lines = [
+        f"{'PASS' if c.ok else 'FAIL'}  {c.name}" + ("" if c.ok or not c.detail else f": {c.detail}") for c in checks
+    ]
+    return Verdict(
+        part.name,
+        part.notebook,
+        part.points,
+        score,
+        "\n".join(lines),
+        [{"name": c.name, "ok": c.ok, "weight": c.weight, "detail": c.detail} for c in checks],
+    )
 
 
 def _tensor(x) -> torch.Tensor:
@@ -82,6 +89,7 @@ def _tensor(x) -> torch.Tensor:
 
 
 # --- parts -------------------------------------------------------------------------------------------------
+
 
 def judge_data_loader(d: dict, seed: int) -> list[Check]:
     dataset = harness.articles(seed, 80, 30, 400)
@@ -95,11 +103,19 @@ def judge_data_loader(d: dict, seed: int) -> list[Check]:
         cols: list[list[int]] = [[] for _ in range(B)]
         prev = None
         for i, (x, y, seq_len) in enumerate(batches):
-            if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.dtype == torch.int64
-                    and y.dtype == torch.int64 and x.dim() == 2 and x.shape == (int(seq_len), B) == y.shape):
+            if not (
+                isinstance(x, torch.Tensor)
+                and isinstance(y, torch.Tensor)
+                and x.dtype == torch.int64
+                and y.dtype == torch.int64
+                and x.dim() == 2
+                and x.shape == (int(seq_len), B) == y.shape
+            ):
                 shapes_ok = False
-                detail["shape"] = (f"batch {i}: expected LongTensors of shape (seq_len, {B}) = ({seq_len}, {B}), "
-                                   f"got {getattr(x, 'dtype', type(x))} {tuple(getattr(x, 'shape', ()))}")
+                detail["shape"] = (
+                    f"batch {i}: expected LongTensors of shape (seq_len, {B}) = ({seq_len}, {B}), "
+                    f"got {getattr(x, 'dtype', type(x))} {tuple(getattr(x, 'shape', ()))}"
+                )
                 return [Check("inputs/targets are LongTensors of shape (seq_len, B)", 2, False, detail["shape"])]
             if not torch.equal(y[:-1], x[1:]) or (prev is not None and not torch.equal(x[0], prev[-1])):
                 shift_ok, detail["shift"] = False, f"epoch {e}, batch {i}: targets are not the next tokens"
@@ -123,9 +139,10 @@ def judge_data_loader(d: dict, seed: int) -> list[Check]:
             if length is None:
                 cover_ok, detail["cover"] = False, f"epoch {e}: token order breaks at stream position {i}"
                 break
-            piece = stream[i:i + length]
-            if piece != list(range(stream[i], stream[i] + len(piece))) or (len(piece) < length
-                                                                           and i + len(piece) != len(stream)):
+            piece = stream[i : i + length]
+            if piece != list(range(stream[i], stream[i] + len(piece))) or (
+                len(piece) < length and i + len(piece) != len(stream)
+            ):
                 cover_ok, detail["cover"] = False, f"epoch {e}: article starting at token {stream[i]} is broken"
                 break
             order.append(stream[i])
@@ -137,29 +154,57 @@ def judge_data_loader(d: dict, seed: int) -> list[Check]:
     epochs_after = [ep["epoch_after"] for ep in d["epochs"]]
     ident_data = harness.batchify(torch.cat([torch.as_tensor(a) for a in dataset]), B)
     first = d["unshuffled_first"]
-    shuffle_ok = (len(orders) == 3 and orders[0] != orders[1] and orders[0] != identity and epochs_after == [1, 2, 3]
-                  and isinstance(first, torch.Tensor) and first.dim() == 2
-                  and torch.equal(first, ident_data[: first.shape[0]]))
+    shuffle_ok = (
+        len(orders) == 3
+        and orders[0] != orders[1]
+        and orders[0] != identity
+        and epochs_after == [1, 2, 3]
+        and isinstance(first, torch.Tensor)
+        and first.dim() == 2
+        and torch.equal(first, ident_data[: first.shape[0]])
+    )
     n_batches = len(d["epochs"][0]["batches"])
     lens = torch.tensor(lengths, dtype=torch.float64)
     short = float((lens <= 12).double().mean()) if len(lens) else 0.0
     long = lens[lens > 15]
     mean, std = float(lens.mean()) if len(lens) else 0.0, float(long.std()) if len(long) > 1 else 0.0
-    len_ok = (len(lens) > 100 and 18.7 <= mean <= 20.3 and 0.01 <= short <= 0.09 and 2.0 <= std <= 4.5
-              and float(lens.min()) >= 5 and float(lens.max()) <= 29)
+    len_ok = (
+        len(lens) > 100
+        and 18.7 <= mean <= 20.3
+        and 0.01 <= short <= 0.09
+        and 2.0 <= std <= 4.5
+        and float(lens.min()) >= 5
+        and float(lens.max()) <= 29
+    )
     return [
-        Check("inputs/targets are LongTensors of shape (seq_len, B); len(loader) is an estimate", 2,
-              shapes_ok and 0.8 * n_batches <= d["len"] <= 1.25 * n_batches,
-              f"len(loader) = {d['len']}, one epoch yielded {n_batches} batches"),
+        Check(
+            "inputs/targets are LongTensors of shape (seq_len, B); len(loader) is an estimate",
+            2,
+            shapes_ok and 0.8 * n_batches <= d["len"] <= 1.25 * n_batches,
+            f"len(loader) = {d['len']}, one epoch yielded {n_batches} batches",
+        ),
         Check("targets are the inputs shifted by one token, across batches too", 2, shift_ok, detail["shift"]),
-        Check("every position of each column is an input exactly once per epoch; columns are contiguous "
-              "slices of the concatenated articles", 2, cover_ok, detail["cover"]),
-        Check("articles shuffled with a new order each epoch (epoch counter), unshuffled order kept with "
-              "shuffle=False", 1, shuffle_ok, f"epoch counter after each epoch: {epochs_after}"),
-        Check("window lengths: Normal(bptt or bptt/2, std), p_full = 0.95, clamped to [min_len, max_len]", 3,
-              len_ok, f"bptt=20, std=3 gave mean {mean:.2f} (expected 19.5), {short:.1%} windows <= 12 "
-                      f"(expected ~4%), std of the full windows {std:.2f} (expected ~3), "
-                      f"range [{lens.min() if len(lens) else 0:.0f}, {lens.max() if len(lens) else 0:.0f}]"),
+        Check(
+            "every position of each column is an input exactly once per epoch; columns are contiguous "
+            "slices of the concatenated articles",
+            2,
+            cover_ok,
+            detail["cover"],
+        ),
+        Check(
+            "articles shuffled with a new order each epoch (epoch counter), unshuffled order kept with shuffle=False",
+            1,
+            shuffle_ok,
+            f"epoch counter after each epoch: {epochs_after}",
+        ),
+        Check(
+            "window lengths: Normal(bptt or bptt/2, std), p_full = 0.95, clamped to [min_len, max_len]",
+            3,
+            len_ok,
+            f"bptt=20, std=3 gave mean {mean:.2f} (expected 19.5), {short:.1%} windows <= 12 "
+            f"(expected ~4%), std of the full windows {std:.2f} (expected ~3), "
+            f"range [{lens.min() if len(lens) else 0:.0f}, {lens.max() if len(lens) else 0:.0f}]",
+        ),
     ]
 
 
@@ -175,14 +220,25 @@ def judge_locked_dropout(d: dict, seed: int) -> list[Check]:
     return [
         Check("output shape (T, B, H)", 1, True),
         Check("survivors scaled by 1/(1-p)", 1, on_grid, "output/input is not always 0 or 1/(1-p)"),
-        Check("one mask shared by every timestep", 2, bool((r1 - r1[0:1]).abs().max() < 1e-4),
-              "the mask differs between timesteps"),
-        Check("mask differs across batch elements and features", 1,
-              bool((r1[0] != r1[0, :1]).any() and (r1[0] != r1[0, :, :1]).any()),
-              "the mask is constant along the batch or the feature axis"),
+        Check(
+            "one mask shared by every timestep",
+            2,
+            bool((r1 - r1[0:1]).abs().max() < 1e-4),
+            "the mask differs between timesteps",
+        ),
+        Check(
+            "mask differs across batch elements and features",
+            1,
+            bool((r1[0] != r1[0, :1]).any() and (r1[0] != r1[0, :, :1]).any()),
+            "the mask is constant along the batch or the feature axis",
+        ),
         Check("drop rate is p", 1, abs(rate - 0.3) < 0.06, f"p = 0.3 dropped {rate:.1%}"),
-        Check("identity in eval mode and for p = 0", 1, close(d["y_eval"], x, 0, 0) and close(d["y_zero"], x),
-              "eval mode or p = 0 changed the input"),
+        Check(
+            "identity in eval mode and for p = 0",
+            1,
+            close(d["y_eval"], x, 0, 0) and close(d["y_zero"], x),
+            "eval mode or p = 0 changed the input",
+        ),
         Check("a new mask on every call", 1, bool((r1[0] != r2[0]).any()), "two calls used the same mask"),
     ]
 
@@ -213,13 +269,24 @@ def judge_embedded_dropout(d: dict, seed: int) -> list[Check]:
     grad = d["grad"]
     return [
         Check("output shape (T, B, E)", 1, True),
-        Check("whole word types dropped, the same at every position, survivors scaled by 1/(1-p)", 2,
-              consistent, "the same word is kept at some positions and dropped (or scaled differently) at others"),
-        Check("drop rate over word types is p", 1, consistent and abs(rate - 0.4) < 0.12,
-              f"dropout = 0.4 dropped {rate:.1%} of the word types"),
-        Check("gradients reach embed.weight (every word, including the last one)", 1,
-              consistent and grad is not None and close(grad, expected_grad, 1e-4),
-              "embed.weight.grad is not count x mask for every word"),
+        Check(
+            "whole word types dropped, the same at every position, survivors scaled by 1/(1-p)",
+            2,
+            consistent,
+            "the same word is kept at some positions and dropped (or scaled differently) at others",
+        ),
+        Check(
+            "drop rate over word types is p",
+            1,
+            consistent and abs(rate - 0.4) < 0.12,
+            f"dropout = 0.4 dropped {rate:.1%} of the word types",
+        ),
+        Check(
+            "gradients reach embed.weight (every word, including the last one)",
+            1,
+            consistent and grad is not None and close(grad, expected_grad, 1e-4),
+            "embed.weight.grad is not count x mask for every word",
+        ),
         Check("dropout = 0 is a plain lookup", 1, close(d["out_zero"], looked, 1e-6), ""),
     ]
 
@@ -251,20 +318,42 @@ def judge_weight_drop(d: dict, seed: int) -> list[Check]:
     out_eval = _lstm_run(inp, raw)[0]
     params = d["parameters"]
     return [
-        Check("the learnable weight is the Parameter module.weight_hh_l0_raw", 1,
-              d["raw_is_parameter"] and "module.weight_hh_l0_raw" in params and "module.weight_hh_l0" not in params,
-              f"parameters: {params}"),
-        Check("the weight used is the raw weight with elements dropped at rate p, scaled by 1/(1-p)", 2,
-              is_drop and abs(rate - 0.5) < 0.1, f"{rate:.1%} of the elements differ from 2 x raw"),
-        Check("one W_hh mask for every timestep of a forward pass (LSTM recomputed with the weight used)", 3,
-              same_mask, "the outputs differ from an LSTM run with module.weight_hh_l0 over the whole sequence"),
-        Check("a new mask on the next forward pass", 1, not close(w1, w2, 0, 0) and close(d["out2"], out2, 1e-5),
-              "the second pass reused the mask or its output does not match its weight"),
-        Check("gradients reach the raw weight through the mask", 2,
-              d["grad"] is not None and close(d["grad"], expected_grad, 1e-5),
-              "weight_hh_l0_raw.grad is not the LSTM's gradient times the mask"),
-        Check("eval mode uses the full weight", 1, close(w_eval, raw, 1e-6) and close(d["out_eval"], out_eval, 1e-5),
-              "in eval mode the weight or the output differs from the undropped LSTM"),
+        Check(
+            "the learnable weight is the Parameter module.weight_hh_l0_raw",
+            1,
+            d["raw_is_parameter"] and "module.weight_hh_l0_raw" in params and "module.weight_hh_l0" not in params,
+            f"parameters: {params}",
+        ),
+        Check(
+            "the weight used is the raw weight with elements dropped at rate p, scaled by 1/(1-p)",
+            2,
+            is_drop and abs(rate - 0.5) < 0.1,
+            f"{rate:.1%} of the elements differ from 2 x raw",
+        ),
+        Check(
+            "one W_hh mask for every timestep of a forward pass (LSTM recomputed with the weight used)",
+            3,
+            same_mask,
+            "the outputs differ from an LSTM run with module.weight_hh_l0 over the whole sequence",
+        ),
+        Check(
+            "a new mask on the next forward pass",
+            1,
+            not close(w1, w2, 0, 0) and close(d["out2"], out2, 1e-5),
+            "the second pass reused the mask or its output does not match its weight",
+        ),
+        Check(
+            "gradients reach the raw weight through the mask",
+            2,
+            d["grad"] is not None and close(d["grad"], expected_grad, 1e-5),
+            "weight_hh_l0_raw.grad is not the LSTM's gradient times the mask",
+        ),
+        Check(
+            "eval mode uses the full weight",
+            1,
+            close(w_eval, raw, 1e-6) and close(d["out_eval"], out_eval, 1e-5),
+            "in eval mode the weight or the output differs from the undropped LSTM",
+        ),
     ]
 
 
@@ -277,12 +366,17 @@ def judge_language_model(d: dict, seed: int) -> list[Check]:
     def pairs_ok(hidden) -> bool:
         return len(hidden) == len(sizes) and all(
             len(h) == 2 and all(isinstance(t, torch.Tensor) and t.shape == (1, B, s) for t in h)
-            for h, s in zip(hidden, sizes))
+            for h, s in zip(hidden, sizes, strict=False)
+        )
 
-    shapes_ok = (logits.shape == (T, B, V) and pairs_ok(d["hidden"]) and pairs_ok(d["init_hidden"])
-                 and all(float(t.abs().max()) == 0 for h in d["init_hidden"] for t in h)
-                 and len(d["raw"]) == len(sizes) == len(d["dropped"])
-                 and all(r.shape == (T, B, s) == q.shape for r, q, s in zip(d["raw"], d["dropped"], sizes)))
+    shapes_ok = (
+        logits.shape == (T, B, V)
+        and pairs_ok(d["hidden"])
+        and pairs_ok(d["init_hidden"])
+        and all(float(t.abs().max()) == 0 for h in d["init_hidden"] for t in h)
+        and len(d["raw"]) == len(sizes) == len(d["dropped"])
+        and all(r.shape == (T, B, s) == q.shape for r, q, s in zip(d["raw"], d["dropped"], sizes, strict=False))
+    )
     state = d["state"]
     enc, bias = state.get("encoder.weight"), state.get("decoder.bias")
     init_ok = enc is not None and bias is not None and float(enc.abs().max()) <= 0.1 and float(bias.abs().max()) == 0
@@ -293,33 +387,51 @@ def judge_language_model(d: dict, seed: int) -> list[Check]:
         inputs = torch.randint(0, V, (T, B), generator=harness.generator(seed, 7))
         with torch.no_grad():
             expected = ref(inputs)[0]
-        forward_ok, why = close(logits, expected, 1e-5) and close(d["again"], logits, 0, 0), \
-            "eval-mode logits differ from the contract's forward pass on your own weights"
+        forward_ok, why = (
+            close(logits, expected, 1e-5) and close(d["again"], logits, 0, 0),
+            "eval-mode logits differ from the contract's forward pass on your own weights",
+        )
     except (RuntimeError, KeyError) as err:
         forward_ok, why = False, f"state_dict does not follow the contract's attribute names: {str(err)[:300]}"
     return [
-        Check("shapes of logits, hidden, raw_outputs, dropped_outputs and init_hidden", 3, shapes_ok,
-              f"logits {tuple(logits.shape)}, expected {(T, B, V)}; layer sizes should be {sizes}"),
-        Check("weight tying: decoder.weight is encoder.weight (and untied when tie_weights=False)", 2,
-              bool(d["tied"]) and d["untied_decoder_shape"] == [V, cfg["hidden_size"]] and not d["untied_shared"],
-              f"tied: {d['tied']}; untied decoder weight shape {d['untied_decoder_shape']}"),
+        Check(
+            "shapes of logits, hidden, raw_outputs, dropped_outputs and init_hidden",
+            3,
+            shapes_ok,
+            f"logits {tuple(logits.shape)}, expected {(T, B, V)}; layer sizes should be {sizes}",
+        ),
+        Check(
+            "weight tying: decoder.weight is encoder.weight (and untied when tie_weights=False)",
+            2,
+            bool(d["tied"]) and d["untied_decoder_shape"] == [V, cfg["hidden_size"]] and not d["untied_shared"],
+            f"tied: {d['tied']}; untied decoder weight shape {d['untied_decoder_shape']}",
+        ),
         Check("initialisation: embedding U(-0.1, 0.1), decoder bias 0", 1, init_ok, ""),
-        Check("eval-mode forward (deterministic) matches the AWD-LSTM forward on your own weights", 4,
-              forward_ok, why),
-        Check("dropout active in training mode", 2, not close(d["train_logits"], logits, 1e-4),
-              "training-mode logits equal the eval-mode logits"),
+        Check("eval-mode forward (deterministic) matches the AWD-LSTM forward on your own weights", 4, forward_ok, why),
+        Check(
+            "dropout active in training mode",
+            2,
+            not close(d["train_logits"], logits, 1e-4),
+            "training-mode logits equal the eval-mode logits",
+        ),
     ]
 
 
 def judge_ar_tar(d: dict, seed: int) -> list[Check]:
     ref = probe.probe_ar_tar(reference("ar_tar"), seed)
     return [
-        Check("activation_regularization = alpha * mean(dropped_last^2)", 1,
-              all(math.isclose(d[k], ref[k], rel_tol=1e-5) for k in ("ar2", "ar05")) and d["ar2_is_tensor"],
-              f"got {d['ar2']:.6f} for alpha=2, expected {ref['ar2']:.6f} (a tensor)"),
-        Check("temporal_activation_regularization = beta * mean((raw[t+1] - raw[t])^2)", 1,
-              all(math.isclose(d[k], ref[k], rel_tol=1e-5) for k in ("tar1", "tar3")) and d["tar1_is_tensor"],
-              f"got {d['tar1']:.6f} for beta=1, expected {ref['tar1']:.6f} (a tensor)"),
+        Check(
+            "activation_regularization = alpha * mean(dropped_last^2)",
+            1,
+            all(math.isclose(d[k], ref[k], rel_tol=1e-5) for k in ("ar2", "ar05")) and d["ar2_is_tensor"],
+            f"got {d['ar2']:.6f} for alpha=2, expected {ref['ar2']:.6f} (a tensor)",
+        ),
+        Check(
+            "temporal_activation_regularization = beta * mean((raw[t+1] - raw[t])^2)",
+            1,
+            all(math.isclose(d[k], ref[k], rel_tol=1e-5) for k in ("tar1", "tar3")) and d["tar1_is_tensor"],
+            f"got {d['tar1']:.6f} for beta=1, expected {ref['tar1']:.6f} (a tensor)",
+        ),
     ]
 
 
@@ -327,61 +439,116 @@ def judge_train_batch(d: dict, seed: int) -> list[Check]:
     ref = probe.probe_train_batch(reference("train_batch"), seed)
     steps = d["steps"]
     one = len(steps) == 1
-    grads_ok = one and len(steps[0]["grads"]) == len(ref["steps"][0]["grads"]) and all(
-        close(a, b, 1e-6, 1e-4) for a, b in zip(steps[0]["grads"], ref["steps"][0]["grads"]))
+    grads_ok = (
+        one
+        and len(steps[0]["grads"]) == len(ref["steps"][0]["grads"])
+        and all(close(a, b, 1e-6, 1e-4) for a, b in zip(steps[0]["grads"], ref["steps"][0]["grads"], strict=False))
+    )
     return [
-        Check("returns the cross-entropy (without AR/TAR) as a float", 2,
-              d["loss_type"] == "float" and math.isclose(d["loss"], ref["loss"], rel_tol=1e-5),
-              f"returned {d['loss_type']} {d['loss']:.6f}, expected float {ref['loss']:.6f}"),
-        Check("one optimizer step with the gradient of CE + AR(dropped) + TAR(raw), norm clipped", 4, grads_ok,
-              f"{len(steps)} optimizer step(s); the gradient differs from CE + AR on dropped_outputs[-1] + "
-              "TAR on raw_outputs[-1] with the global norm clipped to 0.25"),
-        Check("optimizer.step(lr_scale=seq_len / bptt)", 1,
-              one and math.isclose(steps[0]["lr_scale"], ref["steps"][0]["lr_scale"]),
-              f"lr_scale {[s['lr_scale'] for s in steps]}, expected {ref['steps'][0]['lr_scale']}"),
-        Check("the new hidden state is returned, detached", 1,
-              not d["hidden_requires_grad"] and len(d["hidden"]) == len(ref["hidden"])
-              and all(close(a, b) for h, r in zip(d["hidden"], ref["hidden"]) for a, b in zip(h, r)),
-              "the hidden state is still attached to the graph or differs"),
+        Check(
+            "returns the cross-entropy (without AR/TAR) as a float",
+            2,
+            d["loss_type"] == "float" and math.isclose(d["loss"], ref["loss"], rel_tol=1e-5),
+            f"returned {d['loss_type']} {d['loss']:.6f}, expected float {ref['loss']:.6f}",
+        ),
+        Check(
+            "one optimizer step with the gradient of CE + AR(dropped) + TAR(raw), norm clipped",
+            4,
+            grads_ok,
+            f"{len(steps)} optimizer step(s); the gradient differs from CE + AR on dropped_outputs[-1] + "
+            "TAR on raw_outputs[-1] with the global norm clipped to 0.25",
+        ),
+        Check(
+            "optimizer.step(lr_scale=seq_len / bptt)",
+            1,
+            one and math.isclose(steps[0]["lr_scale"], ref["steps"][0]["lr_scale"]),
+            f"lr_scale {[s['lr_scale'] for s in steps]}, expected {ref['steps'][0]['lr_scale']}",
+        ),
+        Check(
+            "the new hidden state is returned, detached",
+            1,
+            not d["hidden_requires_grad"]
+            and len(d["hidden"]) == len(ref["hidden"])
+            and all(
+                close(a, b)
+                for h, r in zip(d["hidden"], ref["hidden"], strict=False)
+                for a, b in zip(h, r, strict=False)
+            ),
+            "the hidden state is still attached to the graph or differs",
+        ),
     ]
 
 
 def judge_nt_asgd(d: dict, seed: int) -> list[Check]:
     ref = probe.probe_nt_asgd(reference("nt_asgd"), seed)
     runs, refs = d["runs"], ref["runs"]
-    trigger = [r["returned"] == e["returned"] and r["averaging"] == e["averaging"] for r, e in zip(runs, refs)]
+    trigger = [
+        r["returned"] == e["returned"] and r["averaging"] == e["averaging"] for r, e in zip(runs, refs, strict=False)
+    ]
     first_bad = next((i for i, ok in enumerate(trigger) if not ok), None)
     seqs = harness.nt_asgd_sequences(seed)
-    why = "" if first_bad is None else (
-        f"nonmono={seqs[first_bad][0]}, losses {[round(x, 3) for x in seqs[first_bad][1]]}: record() returned "
-        f"{runs[first_bad]['returned']}, expected {refs[first_bad]['returned']}")
+    why = (
+        ""
+        if first_bad is None
+        else (
+            f"nonmono={seqs[first_bad][0]}, losses {[round(x, 3) for x in seqs[first_bad][1]]}: record() returned "
+            f"{runs[first_bad]['returned']}, expected {refs[first_bad]['returned']}"
+        )
+    )
     return [
-        Check("record() switches to averaging on exactly the call Algorithm 1 says", 5,
-              len(runs) == len(refs) and all(trigger), why),
-        Check("trigger_step counts the steps taken when it switched", 1,
-              all(r["trigger_step"] == e["trigger_step"] for r, e in zip(runs, refs)), ""),
-        Check("step(lr_scale) and the running average of the iterates (averaged() swaps in and restores)", 3,
-              all(close(r["averaged"], e["averaged"], 1e-6) and close(r["live"], e["live"], 1e-6)
-                  for r, e in zip(runs, refs)), "the parameters or their average differ from the reference"),
-        Check("state_dict() holds plain data (loads with weights_only=True)", 1,
-              all(r["state"] == "ok" for r in runs), next((r["state"] for r in runs if r["state"] != "ok"), "")),
+        Check(
+            "record() switches to averaging on exactly the call Algorithm 1 says",
+            5,
+            len(runs) == len(refs) and all(trigger),
+            why,
+        ),
+        Check(
+            "trigger_step counts the steps taken when it switched",
+            1,
+            all(r["trigger_step"] == e["trigger_step"] for r, e in zip(runs, refs, strict=False)),
+            "",
+        ),
+        Check(
+            "step(lr_scale) and the running average of the iterates (averaged() swaps in and restores)",
+            3,
+            all(
+                close(r["averaged"], e["averaged"], 1e-6) and close(r["live"], e["live"], 1e-6)
+                for r, e in zip(runs, refs, strict=False)
+            ),
+            "the parameters or their average differ from the reference",
+        ),
+        Check(
+            "state_dict() holds plain data (loads with weights_only=True)",
+            1,
+            all(r["state"] == "ok" for r in runs),
+            next((r["state"] for r in runs if r["state"] != "ok"), ""),
+        ),
     ]
 
 
 def judge_prediction_generation(d: dict, seed: int) -> list[Check]:
     ref = probe.probe_prediction_generation(reference("prediction_generation"), seed)
     return [
-        Check("prediction: eval-mode logits (B, V) for the next word", 2, close(d["prediction"], ref["prediction"]),
-              "differs from the model's eval-mode logits at the last timestep"),
+        Check(
+            "prediction: eval-mode logits (B, V) for the next word",
+            2,
+            close(d["prediction"], ref["prediction"]),
+            "differs from the model's eval-mode logits at the last timestep",
+        ),
         Check("the model's training mode is restored", 1, bool(d["restored"]), ""),
-        Check("greedy generation carries the hidden state and takes the arg-max", 2,
-              close(d["greedy"], ref["greedy"], 0, 0), f"got {d['greedy'].tolist()}, expected {ref['greedy'].tolist()}"),
+        Check(
+            "greedy generation carries the hidden state and takes the arg-max",
+            2,
+            close(d["greedy"], ref["greedy"], 0, 0),
+            f"got {d['greedy'].tolist()}, expected {ref['greedy'].tolist()}",
+        ),
         Check("sampling with temperature and the given generator", 2, close(d["sampled"], ref["sampled"], 0, 0), ""),
         Check("top-k sampling", 1, close(d["top_k"], ref["top_k"], 0, 0), ""),
     ]
 
 
 # --- validation perplexity ---------------------------------------------------------------------------------
+
 
 class LogitStream:
     """Consumes the probe's validation logits window by window (bounded memory) and sums the NLL."""
@@ -397,8 +564,9 @@ class LogitStream:
         try:
             for index, (start, length) in enumerate(self.windows):
                 version = np.lib.format.read_magic(stream)
-                header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                          else np.lib.format.read_array_header_2_0)(stream)
+                header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )(stream)
                 shape, fortran, dtype = header
                 want = (length, self.data.size(1))
                 if fortran or dtype != np.dtype("<f4") or len(shape) != 3 or shape[:2] != want:
@@ -410,7 +578,7 @@ class LogitStream:
                 logits = torch.from_numpy(np.frombuffer(buffer, dtype="<f4").reshape(shape).copy())
                 if index < len(self.expected):
                     self.spot_diff = max(self.spot_diff, float((logits - self.expected[index]).abs().max()))
-                targets = self.data[start + 1:start + 1 + length]
+                targets = self.data[start + 1 : start + 1 + length]
                 self.total += perplexity.nll_sum(logits, targets)
                 self.count += targets.numel()
                 self.received = index + 1
@@ -431,7 +599,7 @@ def reference_logits(ckpt: dict | None, tokens: torch.Tensor, cfg: dict) -> tupl
     out, hidden = [], None
     with torch.no_grad():
         for start, length in harness.windows(data.size(0), cfg["bptt"])[: cfg["spot_check_windows"]]:
-            logits, hidden = model(data[start:start + length], hidden)[:2]
+            logits, hidden = model(data[start : start + length], hidden)[:2]
             out.append(logits.float())
     return out, "spot-checked against the reference model on your weights"
 
@@ -440,24 +608,40 @@ def judge_val_perplexity(d: dict, stream: LogitStream, spot_note: str, config: C
     if stream.error or stream.received != len(stream.windows):
         return f"the model's validation logits were not all produced: {stream.error or 'incomplete'}"
     nll = stream.total / stream.count
+    if not math.isfinite(nll):
+        return "the model's validation logits are not finite (NaN or infinite weights?): perplexity undefined"
     full, zero = config.thresholds
     ppl = math.exp(nll) if math.isfinite(nll) and nll < 700 else float("inf")
     causal = d.get("causal_max_diff", float("nan"))
     if not (isinstance(causal, float) and causal <= 1e-4):
-        return (f"the model looks ahead: changing the last 5 tokens of a window changed the logits of earlier "
-                f"positions by {causal:.3g}; a language model may only see the past (score 0)")
+        return (
+            f"the model looks ahead: changing the last 5 tokens of a window changed the logits of earlier "
+            f"positions by {causal:.3g}; a language model may only see the past (score 0)"
+        )
     if stream.expected and not stream.spot_diff <= config.perplexity["spot_check_atol"]:
-        return (f"the logits your LanguageModel produced differ (by {stream.spot_diff:.3g}) from the reference "
-                "AWD-LSTM on the very weights in model.pt (score 0)")
+        return (
+            f"the logits your LanguageModel produced differ (by {stream.spot_diff:.3g}) from the reference "
+            "AWD-LSTM on the very weights in model.pt (score 0)"
+        )
     share = 1.0 if ppl <= full else 0.0 if ppl >= zero else (zero - ppl) / (zero - full)
     tokens = config.perplexity["tokens"]
-    return [Check(f"validation perplexity {ppl:.2f} on the first {tokens} tokens of {config.perplexity['dataset']} "
-                  f"valid (full credit <= {full:g}, zero >= {zero:g}; {spot_note})", 1, share == 1.0,
-                  f"{share:.0%} of the points"), share]
+    return [
+        Check(
+            f"validation perplexity {ppl:.2f} on the first {tokens} tokens of {config.perplexity['dataset']} "
+            f"valid (full credit <= {full:g}, zero >= {zero:g}; {spot_note})",
+            1,
+            share == 1.0,
+            f"{share:.0%} of the points",
+        ),
+        share,
+    ]
 
 
-JUDGES = {name[len("judge_"):]: fn for name, fn in dict(globals()).items()
-          if name.startswith("judge_") and name != "judge_val_perplexity"}
+JUDGES = {
+    name[len("judge_") :]: fn
+    for name, fn in dict(globals()).items()
+    if name.startswith("judge_") and name != "judge_val_perplexity"
+}
 
 
 def judge_part(part: Part, data: dict | None, seed: int, failure: str | None = None) -> Verdict:
@@ -470,12 +654,14 @@ def judge_part(part: Part, data: dict | None, seed: int, failure: str | None = N
     try:
         return verdict(part, JUDGES[part.name](data, seed))
     except Exception as err:  # malformed data from the sandbox: the student's outputs had the wrong structure
-        return verdict(part, [], f"your outputs had an unexpected type or structure ({type(err).__name__}: "
-                                 f"{str(err)[:200]})")
+        return verdict(
+            part, [], f"your outputs had an unexpected type or structure ({type(err).__name__}: {str(err)[:200]})"
+        )
 
 
-def val_verdict(part: Part, data: dict | None, failure: str | None, stream: LogitStream, note: str,
-                config: Config) -> Verdict:
+def val_verdict(
+    part: Part, data: dict | None, failure: str | None, stream: LogitStream, note: str, config: Config
+) -> Verdict:
     if data is None:
         return verdict(part, [], failure or "no result")
     if "error" in data:
