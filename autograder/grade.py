@@ -90,16 +90,17 @@ def part_watchdog(parts: list[str], out_dir: Path, limits: dict):
 
     The part "on" is the first one without a result file; its clock starts when the previous one finished.
     """
-    state = {"part": None, "since": 0.0}
+    state = {"part": None, "since": 0.0, "first": True}
 
     def watchdog(elapsed: float) -> str | None:
         current = next((p for p in parts if not (out_dir / f"{p}.pt").exists()), None)
         if current != state["part"]:
-            state["part"], state["since"] = current, elapsed
+            state["first"] = state["part"] is None  # the first part also pays for starting Python and torch
+            state["part"], state["since"] = current, (0.0 if state["part"] is None else elapsed)
         if current is None:
             return None
         budget = float(limits["val_perplexity_wall_s"] if current == "val_perplexity" else limits["part_wall_s"])
-        if state["since"] == 0.0:
+        if state["first"]:
             budget += STARTUP_S
         if elapsed - state["since"] > budget:
             return f"stopped after {budget:.0f} s (the time limit for this part; an endless loop?)"

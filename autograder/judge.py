@@ -332,7 +332,7 @@ def judge_weight_drop(d: dict, seed: int) -> list[Check]:
         ),
         Check(
             "one W_hh mask for every timestep of a forward pass (LSTM recomputed with the weight used)",
-            3,
+            4,
             same_mask,
             "the outputs differ from an LSTM run with module.weight_hh_l0 over the whole sequence",
         ),
@@ -344,7 +344,7 @@ def judge_weight_drop(d: dict, seed: int) -> list[Check]:
         ),
         Check(
             "gradients reach the raw weight through the mask",
-            2,
+            3,
             d["grad"] is not None and close(d["grad"], expected_grad, 1e-5),
             "weight_hh_l0_raw.grad is not the LSTM's gradient times the mask",
         ),
@@ -381,6 +381,9 @@ def judge_language_model(d: dict, seed: int) -> list[Check]:
     enc, bias = state.get("encoder.weight"), state.get("decoder.bias")
     init_ok = enc is not None and bias is not None and float(enc.abs().max()) <= 0.1 and float(bias.abs().max()) == 0
     ref = reference("language_model").LanguageModel(**cfg)
+    if not d["tied"] and "decoder.weight" in state:
+        # Judge the forward pass apart from the tying: give the reference its own decoder weight too.
+        ref.decoder.weight = nn.Parameter(state["decoder.weight"].clone())
     try:
         ref.load_state_dict(state, strict=True)
         ref.eval()

@@ -4,16 +4,18 @@ It runs as ``python -m autograder.probe IO_DIR`` in a bubblewrap sandbox that ho
 ``autograder/harness.py``, ``hw4lib`` and a copy of the student's submission. It decides nothing: each part's
 raw outputs go to ``IO_DIR/out/<part>.pt`` (tensors, numbers, strings and lists only, so the judge can load them
 with ``weights_only=True``), and the validation logits stream as ``.npy`` frames over file descriptor 3.
-Before a part starts, ``<part>.start`` is written, so the parent can tell which part hung or crashed and rerun
-the probe for the parts after it.
+Parts run in order; the first part without a result file is the one running, so the parent can tell which
+part hung or crashed and rerun the probe for the parts after it.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -263,6 +265,8 @@ def run_part(part: str, sub: Path, seed: int, request: dict, io_dir: Path) -> di
             return probe_val_perplexity(c, seed, request, io_dir)
         return globals()[f"probe_{part}"](c, seed)
     except BaseException as err:  # noqa: B036 - a student's SystemExit/KeyboardInterrupt is this part's failure
+        if isinstance(err, OSError) and err.errno == errno.EFBIG:
+            return {"error": "your code printed more output than the limit allows (it was stopped there)"}
         frames = [line for line in traceback.format_exception(err) if "probe.py" not in line]
         return {"error": f"{type(err).__name__}: {err}", "traceback": "".join(frames[-6:])[-3000:]}
 
@@ -273,11 +277,15 @@ def main(io_dir: str) -> int:
     torch.set_num_threads(int(request.get("threads", 1)))
     out = io_dir / "out"
     for part in request["parts"]:
-        (out / f"{part}.start").write_text("")
+        started = time.monotonic()
         result = plain(run_part(part, Path(request["submission"]), int(request["seed"]), request, io_dir))
         tmp = out / f".{part}.tmp"
         torch.save(result, tmp)
         tmp.rename(out / f"{part}.pt")
+        try:
+            print(f"probe: {part} {time.monotonic() - started:.2f} s", flush=True)
+        except OSError:  # the student's output filled the log (RLIMIT_FSIZE): keep going without it
+            pass
     return 0
 
 
