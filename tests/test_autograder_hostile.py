@@ -31,15 +31,17 @@ from tests.fixtures.course_notebooks import with_test_cells
 from tests.fixtures.hostile import HOSTILE, build
 
 pytestmark = pytest.mark.slow
-VALID_TOKENS = 5000
+VALID_TOKENS = 2000
+# The quick preset on a smaller slice: the suite must stay within minutes on 2 cores.
+QUICK = {"max_train_tokens": 6000, "epochs": 1, "max_valid_tokens": 2000}
 
 
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory, prepared_data) -> Path:
-    """model.pt of the quick preset (a small AWD-LSTM on a WikiText-2 slice, under a minute on CPU)."""
+    """model.pt of the quick preset (a small AWD-LSTM) trained on a small WikiText-2 slice."""
     os.environ["HW4_DATA_DIR"] = str(prepared_data)
     run = tmp_path_factory.mktemp("quick_run")
-    training.train(training.get_preset("quick", "wikitext2"), load_components("solutions"), run,
+    training.train(training.get_preset("quick", "wikitext2", **QUICK), load_components("solutions"), run,
                    resume=False, progress=False, log=lambda *_: None)
     return run / "model.pt"
 
@@ -59,7 +61,7 @@ def graded(tmp_path_factory, trained_model, prepared_data) -> dict:
     ppl = perplexity.perplexity(model, valid, batch_size=10, bptt=70, max_tokens=VALID_TOKENS)
     text = (REPO_ROOT / "autograder" / "config.toml").read_text()
     text = re.sub(r"(?m)^tokens = \d+", f"tokens = {VALID_TOKENS}", text)
-    text = re.sub(r"(?m)^part_wall_s = \d+", "part_wall_s = 8", text)
+    text = re.sub(r"(?m)^part_wall_s = \d+", "part_wall_s = 10", text)
     text = re.sub(r"(?m)^memory_mb = \d+", "memory_mb = 3072", text)
     text = text.replace("full = 221.0", f"full = {ppl * 1.01:.3f}").replace("zero = 400.0", f"zero = {ppl * 3:.3f}")
     config = root / "test_config.toml"
