@@ -76,7 +76,7 @@ def _death(outcome: sandbox.Outcome, limits: dict, log: Path) -> str:
     code = outcome.returncode or 0
     if code == -signal.SIGXFSZ:
         return f"your code printed more than {limits['file_mb']} MB of output; the process was stopped"
-    if code in (-signal.SIGXCPU, -signal.SIGKILL):
+    if code in (-signal.SIGXCPU, -signal.SIGKILL):  # RLIMIT_CPU: soft limit, then hard
         return f"your code used more than {limits['cpu_s']} s of CPU time (or was killed); the process was stopped"
     if code < 0:
         return (f"the process crashed with signal {signal.Signals(-code).name}; often this is running out of "
@@ -283,7 +283,9 @@ def grade_all(submissions: Path, out: Path, *, config_path: Path | None = None, 
     for bad in [s for s in students if not STUDENT_ID.match(s)]:
         log(f"skipping {bad!r}: not a valid student id")
     students = [s for s in students if STUDENT_ID.match(s)]
-    root = course.make_course(out / "course", notebooks=source)
+    root = course.make_course(
+        out / "course", notebooks=source, extra_config=f"c.InjectVerdicts.config_path = {str(config.path)!r}"
+    )
     result = course.nbgrader(root, "generate_assignment", course.ASSIGNMENT, "--force", check=False)
     if result.returncode != 0:
         raise RuntimeError(f"nbgrader generate_assignment failed:\n{result.stdout}\n{result.stderr}")

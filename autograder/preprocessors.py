@@ -39,6 +39,9 @@ class InjectVerdicts(NbGraderPreprocessor):
     """Fills every hidden-test cell with the judged verdict of its part."""
 
     verdicts_dir = Unicode("", help="Folder of <student>.json verdict files written by the grader").tag(config=True)
+    config_path = Unicode("", help="Grading config for verdicts computed here (default autograder/config.toml)").tag(
+        config=True
+    )
 
     def _verdicts(self, student: str, assignment: str) -> dict:
         path = Path(self.verdicts_dir) / f"{student}.json"
@@ -47,7 +50,7 @@ class InjectVerdicts(NbGraderPreprocessor):
 
             submitted = Path.cwd() / "submitted" / student / assignment
             work = Path(self.verdicts_dir).parent / "work" / student
-            grade.grade_one(submitted, work, path)
+            grade.grade_one(submitted, work, path, self.config_path or None)
         return json.loads(path.read_text())
 
     def preprocess(self, nb, resources):

@@ -37,6 +37,8 @@ class Limits:
 
 @dataclass
 class Outcome:
+    """How the sandboxed process ended: its exit code (-N for signal N), or why the watchdog killed it."""
+
     returncode: int | None
     killed: str | None  # why the watchdog killed it, if it did
     seconds: float
@@ -114,4 +116,7 @@ def run(argv: list[str], *, ro: dict[str, Path], rw: dict[str, Path], limits: Li
                 proc.wait()
                 break
             time.sleep(0.05)
-    return Outcome(proc.returncode, killed, time.monotonic() - start)
+    code = proc.returncode
+    if code is not None and code > 128 and code - 128 in signal.valid_signals():
+        code = -(code - 128)  # bwrap reports its child's death by signal N as exit status 128 + N
+    return Outcome(code, killed, time.monotonic() - start)
