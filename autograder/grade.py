@@ -235,17 +235,30 @@ def place_submission(src: Path, root: Path, student: str, source_dir: Path, rele
             else:
                 seen.add(gid)
         nbformat.write(nb, str(dest / source_nb.name))
+    checkpoint_file = src / "model.pt"
+    if checkpoint_file.is_file() and not checkpoint_file.is_symlink():
+        shutil.copyfile(checkpoint_file, dest / "model.pt")  # nbgrader autograde by hand judges from here
 
 
-def gradebook_rows(root: Path, students: list[str], config: Config) -> list[dict]:
-    """One row per student and graded test cell, read back from the gradebook."""
-    from nbgrader.api import Gradebook
+def gradebook_rows(root: Path, students: list[str], config: Config, verdicts: dict, log=print) -> list[dict]:
+    """One row per student and graded test cell, read back from the gradebook.
+
+    A student nbgrader could not record (it failed on them) still gets rows, from the verdicts, and a warning.
+    """
+    from nbgrader.api import Gradebook, MissingEntry
 
     rows = []
     parts = {p.test_id: p for p in config.parts}
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}", course.COURSE_ID) as gb:
         for student in students:
-            for nb in gb.find_submission(course.ASSIGNMENT, student).notebooks:
+            try:
+                submission = gb.find_submission(course.ASSIGNMENT, student)
+            except MissingEntry:
+                log(f"WARNING: {student} is not in the gradebook (nbgrader failed on it); rows from the verdicts")
+                rows += [{"student": student, "notebook": p.notebook, "grade_id": p.test_id,
+                          "score": verdicts[student][p.name]["score"], "max_score": p.points} for p in config.parts]
+                continue
+            for nb in submission.notebooks:
                 for g in nb.grades:
                     if g.name not in parts:
                         continue
@@ -256,14 +269,18 @@ def gradebook_rows(root: Path, students: list[str], config: Config) -> list[dict
 
 def enforce_scores(root: Path, verdicts: dict[str, dict], config: Config) -> list[str]:
     """Makes the gradebook hold exactly the judged scores (and says if nbgrader had recorded anything else)."""
-    from nbgrader.api import Gradebook
+    from nbgrader.api import Gradebook, MissingEntry
 
     fixes = []
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}", course.COURSE_ID) as gb:
         for student, parts in verdicts.items():
             for part in config.parts:
                 nb_name = part.notebook[: -len(".ipynb")]
-                grade = gb.find_grade(part.test_id, nb_name, course.ASSIGNMENT, student)
+                try:
+                    grade = gb.find_grade(part.test_id, nb_name, course.ASSIGNMENT, student)
+                except MissingEntry:
+                    fixes.append(f"{student}/{part.name}: not in the gradebook")
+                    continue
                 score = float(parts[part.name]["score"])
                 if grade.auto_score != score or grade.manual_score is not None:
                     fixes.append(f"{student}/{part.name}: gradebook had {grade.auto_score}, judged {score}")
@@ -321,7 +338,7 @@ def grade_all(submissions: Path, out: Path, *, config_path: Path | None = None, 
         src = root / "feedback" / student / course.ASSIGNMENT
         if src.is_dir():
             shutil.copytree(src, out / "feedback" / student, dirs_exist_ok=True)
-    rows = gradebook_rows(root, students, config)
+    rows = gradebook_rows(root, students, config, verdicts, log)
     with open(out / "grades.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["student", "notebook", "grade_id", "score", "max_score"])
         writer.writeheader()

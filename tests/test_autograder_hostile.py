@@ -33,7 +33,7 @@ from tests.fixtures.hostile import HOSTILE, build
 pytestmark = pytest.mark.slow
 VALID_TOKENS = 2000
 # The quick preset on a smaller slice: the suite must stay within minutes on 2 cores.
-QUICK = {"max_train_tokens": 6000, "epochs": 1, "max_valid_tokens": 2000}
+QUICK = {"max_train_tokens": 3000, "epochs": 1, "max_valid_tokens": 2000}
 
 
 @pytest.fixture(scope="session")
