@@ -110,7 +110,7 @@ def part_watchdog(parts: list[str], out_dir: Path, limits: dict):
 
 
 def probe_submission(sub: Path, work: Path, config: Config, seed: int, runtime: Path,
-                     tokens: torch.Tensor, expected: list) -> tuple[dict, judge.LogitStream]:
+                     tokens: torch.Tensor, expected: dict) -> tuple[dict, judge.LogitStream]:
     """Runs the probe until every part has a result or a failure; a part that hangs or crashes costs only itself.
 
     Returns {part: (data or None, failure or None)} and the validation-logit stream's totals.
@@ -181,13 +181,13 @@ def grade_student(sub: Path, work: Path, config: Config, seed: int, runtime: Pat
     work.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     ckpt = load_checkpoint_for_judge(sub / "model.pt")
-    expected, note = judge.reference_logits(ckpt, tokens, config.perplexity)
+    expected, unverifiable = judge.reference_logits(ckpt, tokens, config.perplexity)
     results, stream = probe_submission(sub, work, config, seed, runtime, tokens, expected)
     verdicts = []
     for part in config.parts:
         data, failure = results[part.name]
         if part.name == "val_perplexity":
-            verdicts.append(judge.val_verdict(part, data, failure, stream, note, config))
+            verdicts.append(judge.val_verdict(part, data, failure, stream, unverifiable, config))
         else:
             verdicts.append(judge.judge_part(part, data, seed, failure))
     payload = {"seed": seed, "seconds": round(time.monotonic() - start, 2),

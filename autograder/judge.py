@@ -10,6 +10,7 @@ numpy or the checks exists in this process, so no monkeypatching can change a ve
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -556,10 +557,10 @@ def judge_prediction_generation(d: dict, seed: int) -> list[Check]:
 class LogitStream:
     """Consumes the probe's validation logits window by window (bounded memory) and sums the NLL."""
 
-    def __init__(self, tokens: torch.Tensor, batch_size: int, bptt: int, expected: list[torch.Tensor]):
+    def __init__(self, tokens: torch.Tensor, batch_size: int, bptt: int, expected: dict[int, torch.Tensor]):
         self.data = harness.batchify(tokens, batch_size)
         self.windows = harness.windows(self.data.size(0), bptt)
-        self.expected = expected  # reference logits for the first windows, when the weights fit the reference
+        self.expected = expected  # reference logits of secretly chosen windows (the student's weights)
         self.total, self.count, self.received, self.error = 0.0, 0, 0, None
         self.spot_diff = 0.0
 
@@ -579,7 +580,7 @@ class LogitStream:
                 if buffer is None or len(buffer) != size:
                     raise ValueError(f"window {index}: the stream ended early")
                 logits = torch.from_numpy(np.frombuffer(buffer, dtype="<f4").reshape(shape).copy())
-                if index < len(self.expected):
+                if index in self.expected:
                     self.spot_diff = max(self.spot_diff, float((logits - self.expected[index]).abs().max()))
                 targets = self.data[start + 1 : start + 1 + length]
                 self.total += perplexity.nll_sum(logits, targets)
@@ -589,25 +590,41 @@ class LogitStream:
             self.error = str(err)[:300]
 
 
-def reference_logits(ckpt: dict | None, tokens: torch.Tensor, cfg: dict) -> tuple[list, str]:
-    """The first windows' logits from the reference LanguageModel on the student's weights, or why not."""
+def spot_windows(n_windows: int, k: int) -> list[int]:
+    """Windows the judge recomputes, drawn from the OS's randomness: the sandbox cannot know which ones."""
+    rng = random.SystemRandom()
+    return sorted(rng.sample(range(n_windows), min(k, n_windows)))
+
+
+def reference_logits(ckpt: dict | None, tokens: torch.Tensor, cfg: dict) -> tuple[dict, str | None]:
+    """Logits of a few secretly chosen windows from the reference LanguageModel on the student's weights.
+
+    Returns ({window: logits}, None), or ({}, why) when the weights do not fit the contract's architecture:
+    then the sandbox's logits cannot be verified and the part scores 0 (the contract fixes the parameter names).
+    """
     if ckpt is None:
-        return [], "no readable checkpoint"
+        return {}, "model.pt is missing or cannot be read safely (save it with hw4lib.checkpoint.save_model)"
     try:
         model = checkpoint.build_model(reference("val_perplexity"), ckpt)
-    except Exception as err:  # the architecture is the student's own: no spot check possible
-        return [], f"spot check skipped: the weights do not fit the reference model ({type(err).__name__})"
+    except Exception as err:
+        return {}, (
+            "the weights in model.pt do not fit the contract's LanguageModel (parameter names and shapes), so "
+            f"its logits cannot be verified: {str(err)[:300]}"
+        )
     model.eval()
     data = harness.batchify(tokens, cfg["batch_size"])
-    out, hidden = [], None
+    all_windows = harness.windows(data.size(0), cfg["bptt"])
+    chosen = spot_windows(len(all_windows), int(cfg["spot_check_windows"]))
+    out, hidden = {}, None
     with torch.no_grad():
-        for start, length in harness.windows(data.size(0), cfg["bptt"])[: cfg["spot_check_windows"]]:
+        for index, (start, length) in enumerate(all_windows[: max(chosen) + 1]):
             logits, hidden = model(data[start : start + length], hidden)[:2]
-            out.append(logits.float())
-    return out, "spot-checked against the reference model on your weights"
+            if index in chosen:
+                out[index] = logits.float()
+    return out, None
 
 
-def judge_val_perplexity(d: dict, stream: LogitStream, spot_note: str, config: Config) -> list[Check] | str:
+def judge_val_perplexity(d: dict, stream: LogitStream, config: Config) -> list[Check] | str:
     if stream.error or stream.received != len(stream.windows):
         return f"the model's validation logits were not all produced: {stream.error or 'incomplete'}"
     nll = stream.total / stream.count
@@ -621,7 +638,7 @@ def judge_val_perplexity(d: dict, stream: LogitStream, spot_note: str, config: C
             f"the model looks ahead: changing the last 5 tokens of a window changed the logits of earlier "
             f"positions by {causal:.3g}; a language model may only see the past (score 0)"
         )
-    if stream.expected and not stream.spot_diff <= config.perplexity["spot_check_atol"]:
+    if not stream.spot_diff <= config.perplexity["spot_check_atol"]:
         return (
             f"the logits your LanguageModel produced differ (by {stream.spot_diff:.3g}) from the reference "
             "AWD-LSTM on the very weights in model.pt (score 0)"
@@ -631,7 +648,8 @@ def judge_val_perplexity(d: dict, stream: LogitStream, spot_note: str, config: C
     return [
         Check(
             f"validation perplexity {ppl:.2f} on the first {tokens} tokens of {config.perplexity['dataset']} "
-            f"valid (full credit <= {full:g}, zero >= {zero:g}; {spot_note})",
+            f"valid (full credit <= {full:g}, zero >= {zero:g}; {len(stream.expected)} secretly chosen windows "
+            "verified against the reference model on your weights)",
             1,
             share == 1.0,
             f"{share:.0%} of the points",
@@ -663,13 +681,15 @@ def judge_part(part: Part, data: dict | None, seed: int, failure: str | None = N
 
 
 def val_verdict(
-    part: Part, data: dict | None, failure: str | None, stream: LogitStream, note: str, config: Config
+    part: Part, data: dict | None, failure: str | None, stream: LogitStream, unverifiable: str | None, config: Config
 ) -> Verdict:
     if data is None:
         return verdict(part, [], failure or "no result")
     if "error" in data:
         return verdict(part, [], f"{data['error']}\n{data.get('traceback', '')}".strip())
-    result = judge_val_perplexity(data, stream, note, config)
+    if unverifiable:
+        return verdict(part, [], unverifiable)
+    result = judge_val_perplexity(data, stream, config)
     if isinstance(result, str):
         return verdict(part, [], result)
     check, share = result

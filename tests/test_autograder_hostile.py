@@ -140,6 +140,7 @@ def test_failures_are_explained_and_contained(graded):
     assert "output" in message("output_flood", "prediction_generation")
     assert "MemoryError" in message("memory_bomb", "nt_asgd") or "memory" in message("memory_bomb", "nt_asgd")
     assert "looks ahead" in message("future_peeking_model", "val_perplexity")
+    assert "differ" in message("oracle_validation_model", "val_perplexity")
     assert "weights_only" in message("pickle_checkpoint", "val_perplexity")
     assert "not finite" in message("nan_weights", "val_perplexity")
     assert "model.pt" in message("missing_checkpoint", "val_perplexity")
