@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -36,10 +37,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(args: argparse.Namespace) -> tuple[torch.nn.Module, dict]:
+def _load(args: argparse.Namespace) -> tuple[ModuleType, torch.nn.Module, dict]:
+    """The components of ``--impl``, the model of ``--checkpoint`` built from them, and the checkpoint."""
     ckpt = load_checkpoint(args.checkpoint)
-    model = build_model(load_components(args.impl), ckpt, resolve_device(args.device))
-    return model, ckpt
+    components = load_components(args.impl)
+    return components, build_model(components, ckpt, resolve_device(args.device)), ckpt
 
 
 def _dataset_of(args: argparse.Namespace, ckpt: dict) -> str:
@@ -47,7 +49,7 @@ def _dataset_of(args: argparse.Namespace, ckpt: dict) -> str:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    model, ckpt = _load(args)
+    _, model, ckpt = _load(args)
     dataset = _dataset_of(args, ckpt)
     split = corpora.load_split(dataset, args.split)
     nll = evaluate_nll(model, split, batch_size=args.batch_size, bptt=args.bptt, max_tokens=args.max_tokens,
@@ -58,7 +60,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    model, ckpt = _load(args)
+    components, model, ckpt = _load(args)
     vocab = corpora.load_vocab(_dataset_of(args, ckpt))
     index = {word: i for i, word in enumerate(vocab)}
     words = args.prompt.split()
@@ -67,9 +69,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     unk = index.get("<unk>", 0)
     ids = torch.tensor([[index.get(w, unk)] for w in words], device=next(model.parameters()).device)
     generator = torch.Generator(device=ids.device).manual_seed(args.seed)
-    generation = load_components(args.impl).generation
-    out = generation(model, ids, args.words, greedy=args.greedy, temperature=args.temperature, top_k=args.top_k,
-                     generator=generator)
+    out = components.generation(model, ids, args.words, greedy=args.greedy, temperature=args.temperature,
+                                top_k=args.top_k, generator=generator)
     print(" ".join(words), "|", " ".join(corpora.decode(out[0].tolist(), vocab)))
     return 0
 

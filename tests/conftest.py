@@ -40,3 +40,17 @@ def prepared_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "run `bash setup.sh` or `python -m hw4lib data download --dataset wikitext2` "
         "and `python -m hw4lib data download --dataset ptb`"
     )
+
+
+@pytest.fixture(scope="session")
+def data_env(prepared_data: Path):
+    """Points ``HW4_DATA_DIR`` (this process and the subprocesses it starts) at the prepared data."""
+    import os
+
+    old = os.environ.get("HW4_DATA_DIR")
+    os.environ["HW4_DATA_DIR"] = str(prepared_data)
+    yield prepared_data
+    if old is None:
+        os.environ.pop("HW4_DATA_DIR", None)
+    else:
+        os.environ["HW4_DATA_DIR"] = old
