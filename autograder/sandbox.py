@@ -5,14 +5,13 @@ reach the network, and must not outlive or outgrow its budget. Debian's ``bwrap`
 home-made jail: a fresh mount namespace holding only the system's read-only runtime (``/usr``, the Python
 prefix and its venv) plus the folders the caller binds; new user (uid ``nobody``), PID, network, IPC and UTS
 namespaces; and ``--die-with-parent`` so a killed grader takes the sandbox with it. The rlimits (CPU seconds,
-address space, file size, no core dumps) are set in the child before ``bwrap`` executes and are inherited.
+address space, file size, no core dumps) are set by ``prlimit`` before ``bwrap`` executes and are inherited.
 The wall clock is enforced by the caller's ``watchdog``.
 """
 
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -77,14 +76,17 @@ def bwrap_command(argv: list[str], ro: dict[str, Path], rw: dict[str, Path], env
     return [*cmd, "--chdir", "/tmp", *argv]
 
 
-def _limit(limits: Limits) -> Callable[[], None]:
-    def apply() -> None:
-        mb = 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 5))
-        resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb * mb, limits.memory_mb * mb))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_mb * mb, limits.file_mb * mb))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    return apply
+def prlimit_prefix(limits: Limits) -> list[str]:
+    """util-linux ``prlimit`` sets the rlimits in the child before it execs ``bwrap`` (inherited by the probe).
+
+    A ``preexec_fn`` would do the same, but forking with one in a threaded grader can deadlock.
+    """
+    prlimit = shutil.which("prlimit")
+    if prlimit is None:
+        raise RuntimeError("prlimit (util-linux) is not installed")
+    mb = 1024 * 1024
+    return [prlimit, f"--cpu={limits.cpu_s}:{limits.cpu_s + 5}", f"--as={limits.memory_mb * mb}",
+            f"--fsize={limits.file_mb * mb}", "--core=0", "--"]
 
 
 def run(argv: list[str], *, ro: dict[str, Path], rw: dict[str, Path], limits: Limits, log: Path,
@@ -101,8 +103,8 @@ def run(argv: list[str], *, ro: dict[str, Path], rw: dict[str, Path], limits: Li
     start = time.monotonic()
     killed = None
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                preexec_fn=_limit(limits), start_new_session=True, pass_fds=pass_fds)
+        proc = subprocess.Popen([*prlimit_prefix(limits), *cmd], stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True, pass_fds=pass_fds)
         for fd in pass_fds:
             os.close(fd)  # the child holds the write end; the reader must see EOF when it exits
         while proc.poll() is None:
