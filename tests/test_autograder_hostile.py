@@ -176,19 +176,19 @@ def test_release_carries_no_grader_code(graded, tmp_path):
 
 def test_nbgrader_autograde_by_hand_judges_in_the_sandbox_too(graded, prepared_data):
     """The documented cycle: `nbgrader autograde` in the course, with no verdicts left by `grade`, still runs
-    the probe and the judge (never the notebook) and records the judged scores. Runs last: it regrades one
-    student in the shared course."""
+    the probe and the judge (never the notebook) and records the judged scores: the monkeypatching submission
+    still loses its locked-dropout points. Runs last: it regrades one student in the shared course."""
     from nbgrader.api import Gradebook
 
     root = graded["out"] / "course"
-    (root / "verdicts" / "reference.json").unlink()
-    (root / "verdicts" / "monkeypatch_checks.json").unlink()
+    verdicts = root / "verdicts" / "monkeypatch_checks.json"
+    verdicts.unlink()
     os.environ["HW4_DATA_DIR"] = str(prepared_data)
-    for student in ("reference", "monkeypatch_checks"):
-        result = course.nbgrader(root, "autograde", course.ASSIGNMENT, "--student", student, "--force", check=False)
-        assert result.returncode == 0, result.stdout + result.stderr
-    assert (root / "verdicts" / "reference.json").is_file()
+    result = course.nbgrader(root, "autograde", course.ASSIGNMENT, "--student", "monkeypatch_checks", "--force",
+                             check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(verdicts.read_text())["locked_dropout"]["score"] == 6.0  # judged afresh, not reused
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}", course.COURSE_ID) as gb:
-        assert gb.find_submission(course.ASSIGNMENT, "reference").score == pytest.approx(100)
         patched = gb.find_submission(course.ASSIGNMENT, "monkeypatch_checks")
         assert patched.score == pytest.approx(98)
+        assert gb.find_submission(course.ASSIGNMENT, "reference").score == pytest.approx(100)  # untouched
