@@ -1,4 +1,4 @@
-"""``python -m autograder release``: regenerate ``notebooks/`` from ``solutions/`` with nbgrader."""
+"""``python -m autograder release`` (notebooks/ from solutions/) and ``python -m autograder grade``."""
 
 from __future__ import annotations
 
@@ -14,12 +14,32 @@ def main(argv: list[str] | None = None) -> int:
     rel = sub.add_parser("release", help="regenerate notebooks/ from solutions/ with nbgrader generate_assignment")
     rel.add_argument("--course", type=Path, default=course.DEFAULT_ROOT, help="nbgrader course root")
     rel.add_argument("--out", type=Path, default=course.RELEASE_DIR)
+    grd = sub.add_parser("grade", help="grade a folder of submissions: DIR/<student>/*.ipynb + model.pt")
+    grd.add_argument("--submissions", type=Path, required=True, help="folder with one sub-folder per student")
+    grd.add_argument("--out", type=Path, required=True, help="grades.csv, feedback/, the nbgrader course")
+    grd.add_argument("--config", type=Path, default=None, help="grading config (default autograder/config.toml)")
+    grd.add_argument("--workers", type=int, default=None, help="students graded at once (default: cores)")
+    grd.add_argument("--seed", type=int, default=None, help="grading seed (default: random, recorded)")
+    grd.add_argument("--source", type=Path, default=None, help=argparse.SUPPRESS)  # source notebooks (tests)
     args = parser.parse_args(argv)
     if args.command == "release":
         for path in course.release(args.course, args.out):
             print(f"released {path}")
+    elif args.command == "grade":
+        from autograder.grade import grade_all
+
+        rows = grade_all(args.submissions, args.out, config_path=args.config, source=args.source,
+                         workers=args.workers, seed=args.seed)
+        totals: dict[str, list[float]] = {}
+        for row in rows:
+            t = totals.setdefault(row["student"], [0.0, 0.0])
+            t[0] += row["score"]
+            t[1] += row["max_score"]
+        for student, (score, points) in totals.items():
+            print(f"{student:24s} {score:7.2f} / {points:g}")
+        print(f"wrote {args.out / 'grades.csv'} and {args.out / 'feedback'}/")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(argv=None))

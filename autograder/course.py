@@ -33,6 +33,17 @@ c.IgnorePattern.pattern = ".*(Warning|warn).*"
 c.OverwriteCells.add_missing_cells = True
 c.Execute.raise_on_iopub_timeout = False
 c.ClearSolutions.code_stub = {{"python": "# YOUR CODE HERE\\nraise NotImplementedError()"}}
+# No kernel runs student code here: the sandboxed probe and the judge (python -m autograder grade) decide,
+# and InjectVerdicts writes each judged verdict into its hidden-test cell for SaveAutoGrades to record.
+c.Autograde.autograde_preprocessors = [
+    "autograder.preprocessors.InjectVerdicts",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+c.InjectVerdicts.verdicts_dir = {verdicts!r}
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
@@ -42,14 +53,18 @@ c.GenerateFeedback.preprocessors = [
 '''
 
 
-def make_course(root: Path = DEFAULT_ROOT, extra_config: str = "") -> Path:
-    """Creates (or refreshes) the course root: its config and ``source/hw4`` copied from ``solutions/``."""
+def make_course(root: Path = DEFAULT_ROOT, extra_config: str = "", notebooks: Path | None = None) -> Path:
+    """Creates (or refreshes) the course root: its config and ``source/hw4`` copied from ``solutions/``.
+
+    Only notebooks are copied into ``source/``: nbgrader copies every other file there into the release, and
+    the checks in ``autograder/`` must never reach students. ``notebooks`` replaces ``solutions/`` (tests).
+    """
     root = Path(root).resolve()
     source = root / "source" / ASSIGNMENT
     source.mkdir(parents=True, exist_ok=True)
     for old in source.glob("*.ipynb"):
         old.unlink()
-    for notebook in sorted(SOLUTIONS.glob("*.ipynb")):
+    for notebook in sorted(Path(notebooks or SOLUTIONS).glob("*.ipynb")):
         shutil.copy2(notebook, source / notebook.name)
     (root / "nbgrader_config.py").write_text(
         CONFIG.format(
@@ -57,6 +72,7 @@ def make_course(root: Path = DEFAULT_ROOT, extra_config: str = "") -> Path:
             course_id=COURSE_ID,
             db=str(root / "gradebook.db"),
             exchange=str(root / "exchange"),
+            verdicts=str(root / "verdicts"),
             extra=extra_config,
         )
     )
@@ -69,6 +85,8 @@ def nbgrader(root: Path, *args: str, check: bool = True) -> subprocess.Completed
     env.setdefault("HW4_QUICK", "1")
     # nbgrader shells out to `alembic`, which lives beside this interpreter (a venv is often not on PATH).
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    # The course config names autograder.preprocessors: the repository must be importable from the course root.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO_ROOT), env.get("PYTHONPATH", "")] if p)
     return subprocess.run(
         [sys.executable, "-m", "nbgrader", *args],
         cwd=root,

@@ -1,0 +1,57 @@
+"""Grading settings (parts, points, perplexity thresholds per track, resource limits) from a TOML file.
+
+Numbers that an instructor may need to change between terms live in ``config.toml``, not in code, so a test can
+grade with thresholds measured on its own fixture model and a course can move the bar without a code change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomllib
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "config.toml"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One graded part: its name (= the solution cell's grade_id), notebook and points."""
+
+    name: str
+    notebook: str
+    points: float
+
+    @property
+    def test_id(self) -> str:
+        """grade_id of the hidden test cell that carries this part's score in the gradebook."""
+        return f"test_{self.name}"
+
+
+@dataclass(frozen=True)
+class Config:
+    parts: tuple[Part, ...]
+    perplexity: dict
+    limits: dict
+    grading: dict
+    path: Path
+
+    def part(self, name: str) -> Part:
+        for part in self.parts:
+            if part.name == name:
+                return part
+        raise KeyError(name)
+
+    @property
+    def thresholds(self) -> tuple[float, float]:
+        """(full-credit perplexity, zero-credit perplexity) of the configured track."""
+        track = self.perplexity["tracks"][self.perplexity["track"]]
+        return float(track["full"]), float(track["zero"])
+
+
+def load(path: str | Path | None = None) -> Config:
+    """Reads a config file (default ``autograder/config.toml``)."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    raw = tomllib.loads(path.read_text())
+    parts = tuple(Part(name, nb, float(points)) for name, (nb, points) in raw["parts"].items())
+    return Config(parts, raw["perplexity"], raw["limits"], raw.get("grading", {}), path.resolve())

@@ -1,0 +1,358 @@
+"""``python -m autograder grade``: a folder of submissions in, a grade table and feedback out.
+
+Per student (in parallel, one worker per core): the probe runs the student's code in the sandbox and records
+outputs; the judge (this process, which never imports student code) turns them into verdicts, saved where the
+sandbox cannot see them. Then nbgrader's own ``autograde`` runs once for everybody, serially, with the
+``InjectVerdicts`` preprocessor in place of the kernel: it writes each verdict into its hidden-test cell and
+nbgrader's ``SaveAutoGrades`` records the score, so the gradebook is written by nbgrader, by one process.
+Finally ``generate_feedback`` and a CSV read back from the gradebook.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import nbformat
+import torch
+
+from autograder import course, judge, sandbox
+from autograder.config import Config
+from autograder.config import load as load_config
+from hw4lib import checkpoint
+from hw4lib import data as hw4data
+from hw4lib.errors import HW4Error
+
+RUNTIME_FILES = ("probe.py", "harness.py")
+STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_CHECKPOINT_MB = 1024
+STARTUP_S = 20.0  # importing torch and loading the notebooks, on top of the first part's budget
+
+
+def prepare_runtime(dest: Path) -> Path:
+    """What the sandbox may import: hw4lib and the probe with its harness. No judge, no solutions, no config."""
+    dest = Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    (dest / "autograder").mkdir(parents=True)
+    here = Path(__file__).resolve().parent
+    (dest / "autograder" / "__init__.py").write_text('"""Probe runtime for the sandbox."""\n')
+    for name in RUNTIME_FILES:
+        shutil.copy2(here / name, dest / "autograder" / name)
+    shutil.copytree(here.parent / "hw4lib", dest / "hw4lib", ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def validation_tokens(config: Config) -> torch.Tensor:
+    """The fixed slice of the validation split that perplexity is measured on."""
+    cfg = config.perplexity
+    stream = hw4data.stream(hw4data.load_split(cfg["dataset"], "valid"))
+    return torch.as_tensor(stream[: int(cfg["tokens"])], dtype=torch.int64)
+
+
+def copy_submission(src: Path, dest: Path, notebooks: list[str]) -> None:
+    """Regular files only (a symlink could point at the gradebook): the notebooks and model.pt."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in [*notebooks, "model.pt"]:
+        path = src / name
+        if path.is_file() and not path.is_symlink():
+            shutil.copyfile(path, dest / name)
+
+
+def _death(outcome: sandbox.Outcome, limits: dict, log: Path) -> str:
+    """Why the probe process ended without finishing a part, in words a student can act on."""
+    if outcome.killed:
+        return outcome.killed
+    code = outcome.returncode or 0
+    if code == -signal.SIGXFSZ:
+        return f"your code printed more than {limits['file_mb']} MB of output; the process was stopped"
+    if code in (-signal.SIGXCPU, -signal.SIGKILL):  # RLIMIT_CPU: soft limit, then hard
+        return f"your code used more than {limits['cpu_s']} s of CPU time (or was killed); the process was stopped"
+    if code < 0:
+        return (f"the process crashed with signal {signal.Signals(-code).name}; often this is running out of "
+                f"memory (limit {limits['memory_mb']} MB)")
+    tail = log.read_bytes()[-600:].decode("utf-8", "replace") if log.exists() else ""
+    return f"the process exited with code {code} (sys.exit or os._exit in your code?)\n{tail}".strip()
+
+
+def part_watchdog(parts: list[str], out_dir: Path, limits: dict):
+    """Kills the probe when the part it is on has run past its own wall-clock budget.
+
+    The part "on" is the first one without a result file; its clock starts when the previous one finished.
+    """
+    state = {"part": None, "since": 0.0, "first": True}
+
+    def watchdog(elapsed: float) -> str | None:
+        current = next((p for p in parts if not (out_dir / f"{p}.pt").exists()), None)
+        if current != state["part"]:
+            state["first"] = state["part"] is None  # the first part also pays for starting Python and torch
+            state["part"], state["since"] = current, (0.0 if state["part"] is None else elapsed)
+        if current is None:
+            return None
+        budget = float(limits["val_perplexity_wall_s"] if current == "val_perplexity" else limits["part_wall_s"])
+        if state["first"]:
+            budget += STARTUP_S
+        if elapsed - state["since"] > budget:
+            return f"stopped after {budget:.0f} s (the time limit for this part; an endless loop?)"
+        return None
+
+    return watchdog
+
+
+def probe_submission(sub: Path, work: Path, config: Config, seed: int, runtime: Path,
+                     tokens: torch.Tensor, expected: dict) -> tuple[dict, judge.LogitStream]:
+    """Runs the probe until every part has a result or a failure; a part that hangs or crashes costs only itself.
+
+    Returns {part: (data or None, failure or None)} and the validation-logit stream's totals.
+    """
+    limits = config.limits
+    io_dir = work / "io"
+    if io_dir.exists():
+        shutil.rmtree(io_dir)
+    (io_dir / "out").mkdir(parents=True)
+    subcopy = work / "sub"
+    if subcopy.exists():
+        shutil.rmtree(subcopy)
+    copy_submission(sub, subcopy, sorted({p.notebook for p in config.parts}))
+    remaining = [p.name for p in config.parts]
+    results: dict[str, tuple[dict | None, str | None]] = {}
+    cfg = config.perplexity
+    stream = judge.LogitStream(tokens, int(cfg["batch_size"]), int(cfg["bptt"]), expected)
+    launch = 0
+    while remaining:
+        launch += 1
+        read_fd, write_fd = os.pipe()
+        request = {"seed": seed, "parts": remaining, "submission": "/sub", "checkpoint": "/sub/model.pt",
+                   "batch_size": int(cfg["batch_size"]), "bptt": int(cfg["bptt"]), "threads": limits["threads"],
+                   "logits_fd": write_fd}
+        (io_dir / "request.json").write_text(json.dumps(request))
+        if "val_perplexity" in remaining:
+            torch.save(tokens, io_dir / "valid.pt")
+            stream = judge.LogitStream(tokens, int(cfg["batch_size"]), int(cfg["bptt"]), expected)
+        reader_file = os.fdopen(read_fd, "rb")
+        reader = threading.Thread(target=stream.read, args=(reader_file,), daemon=True)
+        reader.start()
+        parts_now = list(remaining)
+        watchdog = part_watchdog(parts_now, io_dir / "out", limits)
+        outcome = sandbox.run(
+            [sys.executable, "-m", "autograder.probe", "/io"],
+            ro={"/grader": runtime, "/sub": subcopy}, rw={"/io": io_dir},
+            limits=sandbox.Limits.from_config(limits), log=work / f"probe-{launch}.log", watchdog=watchdog,
+            pass_fds=(write_fd,), env={"PYTHONPATH": "/grader"})
+        reader.join(timeout=10)
+        reader_file.close()
+        failed_at = None
+        for index, part in enumerate(parts_now):
+            path = io_dir / "out" / f"{part}.pt"
+            if path.exists():
+                results[part] = (judge.load_data(path), None)
+            else:
+                failed_at = index
+                results[part] = (None, _death(outcome, limits, work / f"probe-{launch}.log"))
+                break
+        remaining = [] if failed_at is None else parts_now[failed_at + 1:]
+    return results, stream
+
+
+def load_checkpoint_for_judge(path: Path) -> dict | None:
+    """The student's checkpoint for the spot check: a size cap, then weights_only (no code runs)."""
+    if not path.is_file() or path.is_symlink() or path.stat().st_size > MAX_CHECKPOINT_MB * 2**20:
+        return None
+    try:
+        ckpt = checkpoint.load_checkpoint(path)
+    except HW4Error:
+        return None
+    return ckpt if isinstance(ckpt.get("model_config"), dict) else None
+
+
+def grade_student(sub: Path, work: Path, config: Config, seed: int, runtime: Path,
+                  tokens: torch.Tensor) -> list[judge.Verdict]:
+    """All verdicts of one submission; also written to ``work/verdicts.json``."""
+    work.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    ckpt = load_checkpoint_for_judge(sub / "model.pt")
+    expected, unverifiable = judge.reference_logits(ckpt, tokens, config.perplexity)
+    results, stream = probe_submission(sub, work, config, seed, runtime, tokens, expected)
+    verdicts = []
+    for part in config.parts:
+        data, failure = results[part.name]
+        if part.name == "val_perplexity":
+            verdicts.append(judge.val_verdict(part, data, failure, stream, unverifiable, config))
+        else:
+            verdicts.append(judge.judge_part(part, data, seed, failure))
+    payload = {"seed": seed, "seconds": round(time.monotonic() - start, 2),
+               "verdicts": {v.part: v.as_dict() for v in verdicts}}
+    (work / "verdicts.json").write_text(json.dumps(payload, indent=1))
+    return verdicts
+
+
+# --- nbgrader ----------------------------------------------------------------------------------------------
+
+def _readable(path: Path) -> nbformat.NotebookNode | None:
+    try:
+        nb = nbformat.read(str(path), as_version=4)
+        nbformat.validate(nb)
+        return nb
+    except Exception:
+        return None
+
+
+def place_submission(src: Path, root: Path, student: str, source_dir: Path, release_dir: Path) -> None:
+    """Puts a student's notebooks where nbgrader looks, sanitized so nbgrader itself cannot be derailed.
+
+    A missing or unreadable notebook is replaced by the released (blank) one, so nbgrader still records its
+    cells (with the judge's zeros). Cells claiming a grade_id the source does not have lose their nbgrader
+    metadata: a forged grade cell must neither count nor make nbgrader fail.
+    """
+    dest = root / "submitted" / student / course.ASSIGNMENT
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for source_nb in sorted(source_dir.glob("*.ipynb")):
+        known = {c.metadata.get("nbgrader", {}).get("grade_id") for c in nbformat.read(str(source_nb), 4).cells}
+        path = src / source_nb.name
+        nb = _readable(path) if path.is_file() and not path.is_symlink() else None
+        if nb is None:
+            nb = nbformat.read(str(release_dir / source_nb.name), as_version=4)
+        seen = set()
+        for cell in nb.cells:
+            meta = cell.get("metadata", {}).get("nbgrader")
+            if meta is None:
+                continue
+            gid = meta.get("grade_id")
+            if gid not in known or gid in seen:
+                del cell.metadata["nbgrader"]
+            else:
+                seen.add(gid)
+        nbformat.write(nb, str(dest / source_nb.name))
+    checkpoint_file = src / "model.pt"
+    if checkpoint_file.is_file() and not checkpoint_file.is_symlink():
+        shutil.copyfile(checkpoint_file, dest / "model.pt")  # nbgrader autograde by hand judges from here
+
+
+def gradebook_rows(root: Path, students: list[str], config: Config, verdicts: dict, log=print) -> list[dict]:
+    """One row per student and graded test cell, read back from the gradebook.
+
+    A student nbgrader could not record (it failed on them) still gets rows, from the verdicts, and a warning.
+    """
+    from nbgrader.api import Gradebook, MissingEntry
+
+    rows = []
+    parts = {p.test_id: p for p in config.parts}
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}", course.COURSE_ID) as gb:
+        for student in students:
+            try:
+                submission = gb.find_submission(course.ASSIGNMENT, student)
+            except MissingEntry:
+                log(f"WARNING: {student} is not in the gradebook (nbgrader failed on it); rows from the verdicts")
+                rows += [{"student": student, "notebook": p.notebook, "grade_id": p.test_id,
+                          "score": verdicts[student][p.name]["score"], "max_score": p.points} for p in config.parts]
+                continue
+            for nb in submission.notebooks:
+                for g in nb.grades:
+                    if g.name not in parts:
+                        continue
+                    rows.append({"student": student, "notebook": nb.name + ".ipynb", "grade_id": g.name,
+                                 "score": g.score, "max_score": g.max_score})
+    return sorted(rows, key=lambda r: (r["student"], r["notebook"], r["grade_id"]))
+
+
+def enforce_scores(root: Path, verdicts: dict[str, dict], config: Config) -> list[str]:
+    """Makes the gradebook hold exactly the judged scores (and says if nbgrader had recorded anything else)."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    fixes = []
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}", course.COURSE_ID) as gb:
+        for student, parts in verdicts.items():
+            for part in config.parts:
+                nb_name = part.notebook[: -len(".ipynb")]
+                try:
+                    grade = gb.find_grade(part.test_id, nb_name, course.ASSIGNMENT, student)
+                except MissingEntry:
+                    fixes.append(f"{student}/{part.name}: not in the gradebook")
+                    continue
+                score = float(parts[part.name]["score"])
+                if grade.auto_score != score or grade.manual_score is not None:
+                    fixes.append(f"{student}/{part.name}: gradebook had {grade.auto_score}, judged {score}")
+                    grade.auto_score, grade.manual_score, grade.needs_manual_grade = score, None, False
+        gb.db.commit()
+    return fixes
+
+
+def grade_all(submissions: Path, out: Path, *, config_path: Path | None = None, source: Path | None = None,
+              workers: int | None = None, seed: int | None = None, log=print) -> list[dict]:
+    """Grades every ``submissions/<student>/`` and writes ``out/grades.csv`` and ``out/feedback/``."""
+    config = load_config(config_path)
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    seed = secrets.randbelow(2**31) if seed is None else seed
+    students = sorted(p.name for p in Path(submissions).iterdir() if p.is_dir() and not p.is_symlink())
+    for bad in [s for s in students if not STUDENT_ID.match(s)]:
+        log(f"skipping {bad!r}: not a valid student id")
+    students = [s for s in students if STUDENT_ID.match(s)]
+    root = course.make_course(
+        out / "course", notebooks=source, extra_config=f"c.InjectVerdicts.config_path = {str(config.path)!r}"
+    )
+    result = course.nbgrader(root, "generate_assignment", course.ASSIGNMENT, "--force", check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"nbgrader generate_assignment failed:\n{result.stdout}\n{result.stderr}")
+    runtime = prepare_runtime(out / "work" / "_runtime")
+    tokens = validation_tokens(config)
+    workers = workers or int(config.grading.get("workers") or 0) or os.cpu_count() or 1
+    torch.set_num_threads(1)
+
+    def one(student: str) -> tuple[str, dict]:
+        t0 = time.monotonic()
+        verdicts = grade_student(Path(submissions) / student, out / "work" / student, config, seed, runtime, tokens)
+        total = sum(v.score for v in verdicts)
+        log(f"{student}: {total:g} / {sum(v.points for v in verdicts):g} ({time.monotonic() - t0:.1f} s)")
+        return student, {v.part: v.as_dict() for v in verdicts}
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        verdicts = dict(pool.map(one, students))
+    verdict_dir = root / "verdicts"
+    verdict_dir.mkdir(exist_ok=True)
+    for student, parts in verdicts.items():
+        (verdict_dir / f"{student}.json").write_text(json.dumps(parts))
+        place_submission(Path(submissions) / student, root, student, root / "source" / course.ASSIGNMENT,
+                         root / "release" / course.ASSIGNMENT)
+    result = course.nbgrader(root, "autograde", course.ASSIGNMENT, "--create", "--force", check=False)
+    if result.returncode != 0:
+        log(f"nbgrader autograde reported a problem:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    for fix in enforce_scores(root, verdicts, config):
+        log(f"gradebook corrected: {fix}")
+    result = course.nbgrader(root, "generate_feedback", course.ASSIGNMENT, "--force", check=False)
+    if result.returncode != 0:
+        log(f"nbgrader generate_feedback reported a problem:\n{result.stderr[-2000:]}")
+    for student in students:
+        src = root / "feedback" / student / course.ASSIGNMENT
+        if src.is_dir():
+            shutil.copytree(src, out / "feedback" / student, dirs_exist_ok=True)
+    rows = gradebook_rows(root, students, config, verdicts, log)
+    with open(out / "grades.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["student", "notebook", "grade_id", "score", "max_score"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+def grade_one(submission: Path, work: Path, verdicts_file: Path, config_path: Path | None = None) -> dict:
+    """Verdicts of one submission folder into ``verdicts_file`` (the path nbgrader's own autograde takes)."""
+    config = load_config(config_path)
+    runtime = prepare_runtime(Path(work) / "_runtime")
+    verdicts = grade_student(Path(submission), Path(work), config, secrets.randbelow(2**31), runtime,
+                             validation_tokens(config))
+    parts = {v.part: v.as_dict() for v in verdicts}
+    Path(verdicts_file).parent.mkdir(parents=True, exist_ok=True)
+    Path(verdicts_file).write_text(json.dumps(parts))
+    return parts

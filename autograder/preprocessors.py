@@ -1,0 +1,67 @@
+"""nbgrader preprocessor that records judged verdicts instead of executing the student's notebook.
+
+Plain ``nbgrader autograde`` runs student code in a kernel with the grader's rights (it can read the hidden
+tests, write the gradebook, patch the checks). The course config replaces nbgrader's ``Execute`` with this
+preprocessor: no student code runs in nbgrader's process or any kernel. For each hidden-test cell
+(``grade_id = test_<part>``) it writes the judge's message as the cell's output, and the score in the form
+nbgrader's ``SaveAutoGrades`` reads: no error = full points, an ``execute_result`` number = partial credit,
+an error = zero. When ``python -m autograder grade`` did not leave verdicts for a student (an instructor
+running ``nbgrader autograde`` by hand), the probe and the judge run here for that student.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from nbformat.v4 import new_output
+from nbgrader.preprocessors import NbGraderPreprocessor
+from traitlets import Unicode
+
+
+def outputs_for(verdict: dict | None) -> list:
+    """The cell outputs that make nbgrader record exactly the judged score, and show the judge's message."""
+    if verdict is None:
+        return [new_output("error", ename="NotGraded", evalue="no verdict for this test cell",
+                           traceback=["No verdict for this test cell: it does not belong to a graded part."])]
+    score, points, message = float(verdict["score"]), float(verdict["points"]), verdict["message"]
+    header = f"{verdict['part']}: {score:g} / {points:g} points"
+    if score <= 0:
+        return [new_output("error", ename="HiddenTestsFailed", evalue=header,
+                           traceback=[header, *message.splitlines()])]
+    outputs = [new_output("stream", name="stdout", text=f"{header}\n{message}\n")]
+    if score < points:
+        outputs.append(new_output("execute_result", data={"text/plain": repr(score)}, execution_count=None))
+    return outputs
+
+
+class InjectVerdicts(NbGraderPreprocessor):
+    """Fills every hidden-test cell with the judged verdict of its part."""
+
+    verdicts_dir = Unicode("", help="Folder of <student>.json verdict files written by the grader").tag(config=True)
+    config_path = Unicode("", help="Grading config for verdicts computed here (default autograder/config.toml)").tag(
+        config=True
+    )
+
+    def _verdicts(self, student: str, assignment: str) -> dict:
+        path = Path(self.verdicts_dir) / f"{student}.json"
+        if not path.is_file():
+            from autograder import grade
+
+            submitted = Path.cwd() / "submitted" / student / assignment
+            work = Path(self.verdicts_dir).parent / "work" / student
+            grade.grade_one(submitted, work, path, self.config_path or None)
+        return json.loads(path.read_text())
+
+    def preprocess(self, nb, resources):
+        info = resources["nbgrader"]
+        verdicts = self._verdicts(info["student"], info["assignment"])
+        for cell in nb.cells:
+            meta = cell.get("metadata", {}).get("nbgrader", {})
+            if cell.cell_type != "code" or not meta.get("grade") or meta.get("solution"):
+                continue
+            gid = meta.get("grade_id", "")
+            part = gid[len("test_"):] if gid.startswith("test_") else None
+            cell.outputs = outputs_for(verdicts.get(part) if part else None)
+            cell.execution_count = None
+        return nb, resources

@@ -1,0 +1,194 @@
+"""The autograder against hostile and plausible-but-wrong submissions, all graded in ONE ``grade`` run.
+
+Fixtures are built in a temporary folder from the reference notebooks (with the hidden-test cells added by
+``tests/fixtures/course_notebooks.py``) and a model trained once per session with hw4lib's quick preset.
+The perplexity thresholds of the test config are measured from that model: full credit just above its
+perplexity, so the reference must earn every point and a broken checkpoint none.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from autograder import course
+from autograder.config import load as load_config
+from hw4lib import checkpoint, perplexity, training
+from hw4lib import data as hw4data
+from hw4lib.components import REPO_ROOT, load_components
+from tests.fixtures.course_notebooks import with_test_cells
+from tests.fixtures.hostile import HOSTILE, build
+
+pytestmark = pytest.mark.slow
+VALID_TOKENS = 2000
+# The quick preset on a smaller slice: the suite must stay within minutes on 2 cores.
+QUICK = {"max_train_tokens": 3000, "epochs": 1, "max_valid_tokens": 2000}
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory, prepared_data) -> Path:
+    """model.pt of the quick preset (a small AWD-LSTM) trained on a small WikiText-2 slice."""
+    os.environ["HW4_DATA_DIR"] = str(prepared_data)
+    run = tmp_path_factory.mktemp("quick_run")
+    training.train(training.get_preset("quick", "wikitext2", **QUICK), load_components("solutions"), run,
+                   resume=False, progress=False, log=lambda *_: None)
+    return run / "model.pt"
+
+
+@pytest.fixture(scope="session")
+def graded(tmp_path_factory, trained_model, prepared_data) -> dict:
+    """Builds every hostile submission and grades them all with one ``python -m autograder grade``."""
+    root = tmp_path_factory.mktemp("grading")
+    source = with_test_cells(root / "source")
+    reference = root / "reference_submission"
+    shutil.copytree(source, reference)
+    shutil.copy2(trained_model, reference / "model.pt")
+    # Thresholds from the fixture model, on the very slice the grader evaluates.
+    ckpt = checkpoint.load_checkpoint(trained_model)
+    model = checkpoint.build_model(load_components("solutions"), ckpt)
+    valid = hw4data.load_split("wikitext2", "valid")
+    ppl = perplexity.perplexity(model, valid, batch_size=10, bptt=70, max_tokens=VALID_TOKENS)
+    text = (REPO_ROOT / "autograder" / "config.toml").read_text()
+    text = re.sub(r"(?m)^tokens = \d+", f"tokens = {VALID_TOKENS}", text)
+    text = re.sub(r"(?m)^part_wall_s = \d+", "part_wall_s = 10", text)
+    text = re.sub(r"(?m)^memory_mb = \d+", "memory_mb = 3072", text)
+    text = text.replace("full = 221.0", f"full = {ppl * 1.01:.3f}").replace("zero = 400.0", f"zero = {ppl * 3:.3f}")
+    config = root / "test_config.toml"
+    config.write_text(text)
+    subs, out = root / "submissions", root / "out"
+    subs.mkdir()
+    ctx = {"marker": root / "PWNED", "out": out, "submissions": subs, "repo": REPO_ROOT}
+    build(subs, reference, ctx)
+    hashes = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (subs / "reference").iterdir()}
+    env = dict(os.environ, HW4_DATA_DIR=str(prepared_data))
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "autograder", "grade", "--submissions", str(subs), "--out",
+                             str(out), "--config", str(config), "--source", str(source), "--workers", "2"],
+                            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    seconds = time.monotonic() - start
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open(out / "grades.csv") as f:
+        rows = list(csv.DictReader(f))
+    return {"rows": rows, "out": out, "subs": subs, "ctx": ctx, "config": load_config(config), "ppl": ppl,
+            "hashes": hashes, "seconds": seconds, "stdout": result.stdout, "source": source}
+
+
+@pytest.mark.parametrize("hostile", HOSTILE, ids=[h.name for h in HOSTILE])
+def test_each_submission_gets_exactly_its_expected_score(graded, hostile):
+    rows = [r for r in graded["rows"] if r["student"] == hostile.name]
+    config = graded["config"]
+    assert sorted(r["grade_id"] for r in rows) == sorted(p.test_id for p in config.parts), rows
+    verdicts = json.loads((graded["out"] / "work" / hostile.name / "verdicts.json").read_text())["verdicts"]
+    for part in config.parts:
+        row = next(r for r in rows if r["grade_id"] == part.test_id)
+        expected = hostile.expected.get(part.name, part.points)
+        assert float(row["max_score"]) == part.points
+        assert float(row["score"]) == pytest.approx(expected, abs=0.011), (
+            f"{hostile.name}/{part.name}: {verdicts[part.name]['message']}")
+        assert row["notebook"] == part.notebook
+
+
+def test_gradebook_holds_exactly_the_judged_scores(graded):
+    from nbgrader.api import Gradebook
+
+    db = graded["out"] / "course" / "gradebook.db"
+    with Gradebook(f"sqlite:///{db}", course.COURSE_ID) as gb:
+        students = {s.id for s in gb.students}
+        assert students == {h.name for h in HOSTILE}
+        for hostile in HOSTILE:
+            verdicts = json.loads((graded["out"] / "work" / hostile.name / "verdicts.json").read_text())["verdicts"]
+            sub = gb.find_submission(course.ASSIGNMENT, hostile.name)
+            grades = {g.name: g for nb in sub.notebooks for g in nb.grades}
+            assert "test_bonus" not in grades  # the forged grade cell never reached the gradebook
+            for part in graded["config"].parts:
+                g = grades[part.test_id]
+                assert g.score == pytest.approx(verdicts[part.name]["score"], abs=1e-9)
+                assert not g.needs_manual_grade
+            assert sub.max_score == 100
+    # nbgrader recorded the judged scores itself: the grader never had to correct the gradebook.
+    assert "gradebook corrected" not in graded["stdout"]
+
+
+def test_nothing_escaped_the_sandbox(graded):
+    ctx = graded["ctx"]
+    assert not Path(ctx["marker"]).exists(), Path(ctx["marker"]).read_text()
+    db = (graded["out"] / "course" / "gradebook.db").read_bytes()
+    assert b"owned" not in db
+    for path, digest in graded["hashes"].items():
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, f"{path} was modified"
+    snoop = json.loads((graded["out"] / "work" / "snooping" / "verdicts.json").read_text())["verdicts"]
+    assert snoop["nt_asgd"]["score"] == 10, snoop["nt_asgd"]["message"]
+
+
+def test_failures_are_explained_and_contained(graded):
+    def message(student, part):
+        path = graded["out"] / "work" / student / "verdicts.json"
+        return json.loads(path.read_text())["verdicts"][part]["message"]
+
+    assert "time limit" in message("infinite_loop", "train_batch")
+    assert "output" in message("output_flood", "prediction_generation")
+    assert "MemoryError" in message("memory_bomb", "nt_asgd") or "memory" in message("memory_bomb", "nt_asgd")
+    assert "looks ahead" in message("future_peeking_model", "val_perplexity")
+    assert "differ" in message("oracle_validation_model", "val_perplexity")
+    assert "weights_only" in message("pickle_checkpoint", "val_perplexity")
+    assert "not finite" in message("nan_weights", "val_perplexity")
+    assert "model.pt" in message("missing_checkpoint", "val_perplexity")
+    assert "03_weight_drop.ipynb" in message("corrupt_notebook", "weight_drop")
+    assert "one mask shared by every timestep" in message("locked_mask_per_timestep", "locked_dropout")
+
+
+def test_feedback_shows_verdicts_but_no_hidden_test_code(graded):
+    html = (graded["out"] / "feedback" / "locked_mask_per_timestep" / "02_dropout.html").read_text()
+    assert "one mask shared by every timestep" in html
+    assert "BEGIN HIDDEN TESTS" not in html and "autograder.hidden" not in html
+    for student in {h.name for h in HOSTILE}:
+        assert (graded["out"] / "feedback" / student / "07_train_generate.html").is_file()
+
+
+def test_reference_perplexity_is_the_trusted_one(graded):
+    verdicts = json.loads((graded["out"] / "work" / "reference" / "verdicts.json").read_text())
+    shown = re.search(r"validation perplexity ([\d.]+)", verdicts["verdicts"]["val_perplexity"]["message"])
+    assert shown and math.isclose(float(shown.group(1)), graded["ppl"], rel_tol=1e-4)
+    assert verdicts["seconds"] < 60, verdicts["seconds"]
+
+
+def test_release_carries_no_grader_code(graded, tmp_path):
+    root = course.make_course(tmp_path / "course", notebooks=graded["source"])
+    result = course.nbgrader(root, "generate_assignment", course.ASSIGNMENT, "--force", check=False)
+    assert result.returncode == 0, result.stderr
+    released = list((root / "release" / course.ASSIGNMENT).rglob("*"))
+    assert released and all(p.suffix == ".ipynb" for p in released if p.is_file())
+    for nb in released:
+        text = nb.read_text()
+        assert "autograder.hidden" not in text and "BEGIN SOLUTION" not in text
+
+
+def test_nbgrader_autograde_by_hand_judges_in_the_sandbox_too(graded, prepared_data):
+    """The documented cycle: `nbgrader autograde` in the course, with no verdicts left by `grade`, still runs
+    the probe and the judge (never the notebook) and records the judged scores: the monkeypatching submission
+    still loses its locked-dropout points. Runs last: it regrades one student in the shared course."""
+    from nbgrader.api import Gradebook
+
+    root = graded["out"] / "course"
+    verdicts = root / "verdicts" / "monkeypatch_checks.json"
+    verdicts.unlink()
+    os.environ["HW4_DATA_DIR"] = str(prepared_data)
+    result = course.nbgrader(root, "autograde", course.ASSIGNMENT, "--student", "monkeypatch_checks", "--force",
+                             check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(verdicts.read_text())["locked_dropout"]["score"] == 6.0  # judged afresh, not reused
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}", course.COURSE_ID) as gb:
+        patched = gb.find_submission(course.ASSIGNMENT, "monkeypatch_checks")
+        assert patched.score == pytest.approx(98)
+        assert gb.find_submission(course.ASSIGNMENT, "reference").score == pytest.approx(100)  # untouched
