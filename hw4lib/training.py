@@ -93,7 +93,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick": dict(
         embed_size=64, hidden_size=128, num_layers=3, batch_size=16, bptt=35, epochs=2, lr=30.0,
         dropout=0.1, dropouth=0.1, dropouti=0.1, dropoute=0.0, wdrop=0.1, alpha=2.0, beta=1.0,
-        max_train_tokens=50_000, max_valid_tokens=10_000, eval_batch_size=10, progress_every=20,
+        max_train_tokens=40_000, max_valid_tokens=10_000, eval_batch_size=10, progress_every=20,
     ),
     # A student laptop (2 cores, no GPU), 60 minutes of training; see docs/training.md for measured runs.
     "cpu": dict(
