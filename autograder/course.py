@@ -33,6 +33,15 @@ c.IgnorePattern.pattern = ".*(Warning|warn).*"
 c.OverwriteCells.add_missing_cells = True
 c.Execute.raise_on_iopub_timeout = False
 c.ClearSolutions.code_stub = {{"python": "# YOUR CODE HERE\\nraise NotImplementedError()"}}
+# nbgrader's own sanitize step, with OverwriteCells able to restore any deleted test cell (see preprocessors.py).
+c.Autograde.sanitize_preprocessors = [
+    "nbgrader.preprocessors.ClearOutput",
+    "nbgrader.preprocessors.DeduplicateIds",
+    "nbgrader.preprocessors.OverwriteKernelspec",
+    "autograder.preprocessors.RestoreGradeCells",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+c.RestoreGradeCells.add_missing_cells = True
 # No kernel runs student code here: the sandboxed probe and the judge (python -m autograder grade) decide,
 # and InjectVerdicts writes each judged verdict into its hidden-test cell for SaveAutoGrades to record.
 c.Autograde.autograde_preprocessors = [

@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from nbconvert.exporters.exporter import ResourcesDict
+from nbformat import NotebookNode
 from nbformat.v4 import new_output
-from nbgrader.preprocessors import NbGraderPreprocessor
+from nbgrader.preprocessors import NbGraderPreprocessor, OverwriteCells
 from traitlets import Unicode
 
 
@@ -64,4 +66,35 @@ class InjectVerdicts(NbGraderPreprocessor):
             part = gid[len("test_"):] if gid.startswith("test_") else None
             cell.outputs = outputs_for(verdicts.get(part) if part else None)
             cell.execution_count = None
+        return nb, resources
+
+
+class RestoreGradeCells(OverwriteCells):
+    """nbgrader's ``OverwriteCells``, able to restore a deleted test cell whatever precedes it in the source.
+
+    nbgrader 0.9 puts a missing grade cell after the source cell just before it, and assumes that cell is a grade
+    or solution cell: here it is the locked visible-check cell, so a deleted test cell crashed the whole
+    notebook's autograde (``KeyError``) and the student lost every part of it. This version inserts the cell
+    after the nearest earlier source cell that the submission still has (or first, when there is none).
+    """
+
+    def add_missing_grade_cells(self, nb: NotebookNode, resources: ResourcesDict) -> tuple[NotebookNode, ResourcesDict]:
+        source_nb = self.gradebook.find_notebook(self.notebook_id, self.assignment_id)
+        source_ids = [cell.name for cell in source_nb.source_cells]
+        source_by_id = {cell.name: cell for cell in source_nb.source_cells}
+        solution_ids = {cell.name for cell in source_nb.solution_cells}
+
+        def submitted_ids() -> list[str | None]:
+            return [c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells]
+
+        for grade_cell in source_nb.grade_cells:
+            present = submitted_ids()
+            if grade_cell.name in present:
+                continue
+            self.log.warning("Missing grade cell %s encountered, adding to notebook", grade_cell.name)
+            cell = self.missing_cell_transform(source_by_id[grade_cell.name], grade_cell.max_score,
+                                               is_solution=grade_cell.name in solution_ids)
+            earlier = source_ids[: source_ids.index(grade_cell.name)]
+            anchors = [present.index(name) for name in reversed(earlier) if name in present]
+            nb.cells.insert(anchors[0] + 1 if anchors else 0, cell)
         return nb, resources
