@@ -29,8 +29,6 @@ c.Exchange.root = {exchange!r}
 # The checks print friendly explanations; nbgrader must not treat warnings on stderr as failures.
 c.IgnorePattern.enabled = True
 c.IgnorePattern.pattern = ".*(Warning|warn).*"
-# A deleted or edited test cell is restored from the source instead of turning into a manual grade.
-c.OverwriteCells.add_missing_cells = True
 c.Execute.raise_on_iopub_timeout = False
 c.ClearSolutions.code_stub = {{"python": "# YOUR CODE HERE\\nraise NotImplementedError()"}}
 # nbgrader's own sanitize step, with OverwriteCells able to restore any deleted test cell (see preprocessors.py).
@@ -41,6 +39,7 @@ c.Autograde.sanitize_preprocessors = [
     "autograder.preprocessors.RestoreGradeCells",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
+# A deleted or edited test cell is restored from the source instead of turning into a manual grade.
 c.RestoreGradeCells.add_missing_cells = True
 # No kernel runs student code here: the sandboxed probe and the judge (python -m autograder grade) decide,
 # and InjectVerdicts writes each judged verdict into its hidden-test cell for SaveAutoGrades to record.

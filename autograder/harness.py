@@ -12,8 +12,6 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from hw4lib import perplexity
-
 
 def generator(seed: int, salt: int) -> torch.Generator:
     """A generator for one purpose (salt) of one grading run (seed)."""
@@ -116,11 +114,3 @@ def nt_asgd_sequences(seed: int) -> list[tuple[int, list[float]]]:
 
 
 
-def batchify(tokens: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """(N,) -> (N // batch_size, batch_size), exactly as hw4lib.perplexity evaluates."""
-    return perplexity.batchify(tokens, batch_size)
-
-
-def windows(rows: int, bptt: int) -> list[tuple[int, int]]:
-    """(start, length) of hw4lib.perplexity's evaluation windows over ``rows`` rows; targets are the next rows."""
-    return [(i, min(bptt, rows - 1 - i)) for i in range(0, rows - 1, bptt)]

@@ -153,7 +153,7 @@ def judge_data_loader(d: dict, seed: int) -> list[Check]:
         orders.append(order)
     identity = [int(a[0]) for a in dataset]
     epochs_after = [ep["epoch_after"] for ep in d["epochs"]]
-    ident_data = harness.batchify(torch.cat([torch.as_tensor(a) for a in dataset]), B)
+    ident_data = perplexity.batchify(torch.cat([torch.as_tensor(a) for a in dataset]), B)
     first = d["unshuffled_first"]
     shuffle_ok = (
         len(orders) == 3
@@ -559,8 +559,8 @@ class LogitStream:
     """Consumes the probe's validation logits window by window (bounded memory) and sums the NLL."""
 
     def __init__(self, tokens: torch.Tensor, batch_size: int, bptt: int, expected: dict[int, torch.Tensor]):
-        self.data = harness.batchify(tokens, batch_size)
-        self.windows = harness.windows(self.data.size(0), bptt)
+        self.data = perplexity.batchify(tokens, batch_size)
+        self.windows = perplexity.window_bounds(self.data.size(0), bptt)
         self.expected = expected  # reference logits of secretly chosen windows (the student's weights)
         self.total, self.count, self.received, self.error = 0.0, 0, 0, None
         self.spot_diff = 0.0
@@ -613,8 +613,8 @@ def reference_logits(ckpt: dict | None, tokens: torch.Tensor, cfg: dict) -> tupl
             f"its logits cannot be verified: {str(err)[:300]}"
         )
     model.eval()
-    data = harness.batchify(tokens, cfg["batch_size"])
-    all_windows = harness.windows(data.size(0), cfg["bptt"])
+    data = perplexity.batchify(tokens, cfg["batch_size"])
+    all_windows = perplexity.window_bounds(data.size(0), cfg["bptt"])
     chosen = spot_windows(len(all_windows), int(cfg["spot_check_windows"]))
     out, hidden = {}, None
     with torch.no_grad():

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from autograder import harness
-from hw4lib import checkpoint
+from hw4lib import checkpoint, perplexity
 from hw4lib.components import load_components
 from hw4lib.errors import HW4Error
 
@@ -239,11 +239,11 @@ def probe_val_perplexity(c, seed: int, request: dict, io_dir: Path) -> dict:
         return {"error": f"model.pt: {err}".replace(str(request["checkpoint"]), "model.pt")}
     model = checkpoint.build_model(c, ckpt)
     model.eval()
-    data = harness.batchify(tokens, request["batch_size"])
+    data = perplexity.batchify(tokens, request["batch_size"])
     out = os.fdopen(int(request["logits_fd"]), "wb", buffering=1 << 20)
     hidden = None
     with torch.no_grad():
-        for start, length in harness.windows(data.size(0), request["bptt"]):
+        for start, length in perplexity.window_bounds(data.size(0), request["bptt"]):
             logits, hidden = model(data[start:start + length], hidden)[:2]
             array = np.ascontiguousarray(logits.float().numpy(), dtype="<f4")
             np.lib.format.write_array_header_1_0(out, np.lib.format.header_data_from_array_1_0(array))

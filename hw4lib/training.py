@@ -396,13 +396,13 @@ class Trainer:
         """Scores ``model.pt`` (the best averaged weights) on the whole validation slice."""
         if not self.state.history:
             self.validate()
-        best = build_model(self.components, load_checkpoint(self.out / "model.pt"), self.device)
+        ckpt = load_checkpoint(self.out / "model.pt")
+        best = build_model(self.components, ckpt, self.device)
         val_loss = evaluate_nll(best, self.data.valid, batch_size=self.config.eval_batch_size, bptt=self.config.bptt)
         metrics = self._write_metrics(
             final=True,
             extra={"val_ppl": math.exp(val_loss), "val_loss": val_loss, "val_ppl_scope": "validation split"},
         )
-        ckpt = load_checkpoint(self.out / "model.pt")
         ckpt["meta"].update(val_ppl=math.exp(val_loss), val_loss=val_loss, final=True)
         atomic_torch_save(ckpt, self.out / "model.pt")
         self.log(f"done: validation perplexity {metrics['val_ppl']:.2f} ({self.state.tokens:,} training tokens)")
