@@ -1,4 +1,4 @@
-"""Grading settings (parts, points, perplexity thresholds per track, resource limits) from a TOML file.
+"""Grading settings (parts, points per property, perplexity thresholds per track, resource limits) from a TOML file.
 
 Numbers that an instructor may need to change between terms live in ``config.toml``, not in code, so a test can
 grade with thresholds measured on its own fixture model and a course can move the bar without a code change.
@@ -6,7 +6,8 @@ grade with thresholds measured on its own fixture model and a course can move th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import tomllib
@@ -16,11 +17,12 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "config.toml"
 
 @dataclass(frozen=True)
 class Part:
-    """One graded part: its name (= the solution cell's grade_id), notebook and points."""
+    """One graded part: its name (= the solution cell's grade_id), notebook, points and points per property."""
 
     name: str
     notebook: str
     points: float
+    weights: dict[str, float] = field(default_factory=dict)
 
     @property
     def test_id(self) -> str:
@@ -50,8 +52,14 @@ class Config:
 
 
 def load(path: str | Path | None = None) -> Config:
-    """Reads a config file (default ``autograder/config.toml``)."""
+    """Reads a config file (default ``autograder/config.toml``); a part's property points must add up to its points."""
     path = Path(path) if path else DEFAULT_CONFIG
     raw = tomllib.loads(path.read_text())
-    parts = tuple(Part(name, nb, float(points)) for name, (nb, points) in raw["parts"].items())
-    return Config(parts, raw["perplexity"], raw["limits"], raw.get("grading", {}), path.resolve())
+    parts = []
+    for name, spec in raw["parts"].items():
+        weights = {k: float(v) for k, v in spec.get("weights", {}).items()}
+        if weights and not math.isclose(sum(weights.values()), float(spec["points"])):
+            raise ValueError(f"{path}: the property points of {name} add up to {sum(weights.values())}, "
+                             f"not to its {spec['points']} points")
+        parts.append(Part(name, spec["notebook"], float(spec["points"]), weights))
+    return Config(tuple(parts), raw["perplexity"], raw["limits"], raw.get("grading", {}), path.resolve())

@@ -18,7 +18,6 @@ import secrets
 import shutil
 import signal
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,17 +29,16 @@ from autograder import course, judge, sandbox
 from autograder.config import Config
 from autograder.config import load as load_config
 from hw4lib import checkpoint
-from hw4lib import data as hw4data
 from hw4lib.errors import HW4Error
 
-RUNTIME_FILES = ("probe.py", "harness.py")
+RUNTIME_FILES = ("probe.py",)
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_CHECKPOINT_MB = 1024
 STARTUP_S = 20.0  # importing torch and loading the notebooks, on top of the first part's budget
 
 
 def prepare_runtime(dest: Path) -> Path:
-    """What the sandbox may import: hw4lib and the probe with its harness. No judge, no solutions, no config."""
+    """What the sandbox may import: hw4lib and the probe. No judge, no solutions, no config."""
     dest = Path(dest)
     if dest.exists():
         shutil.rmtree(dest)
@@ -51,13 +49,6 @@ def prepare_runtime(dest: Path) -> Path:
         shutil.copy2(here / name, dest / "autograder" / name)
     shutil.copytree(here.parent / "hw4lib", dest / "hw4lib", ignore=shutil.ignore_patterns("__pycache__"))
     return dest
-
-
-def validation_tokens(config: Config) -> torch.Tensor:
-    """The fixed slice of the validation split that perplexity is measured on."""
-    cfg = config.perplexity
-    stream = hw4data.stream(hw4data.load_split(cfg["dataset"], "valid"))
-    return torch.as_tensor(stream[: int(cfg["tokens"])], dtype=torch.int64)
 
 
 def copy_submission(src: Path, dest: Path, notebooks: list[str]) -> None:
@@ -110,90 +101,91 @@ def part_watchdog(parts: list[str], out_dir: Path, limits: dict):
 
 
 def probe_submission(sub: Path, work: Path, config: Config, seed: int, runtime: Path,
-                     tokens: torch.Tensor, expected: dict) -> tuple[dict, judge.LogitStream]:
+                     windows: dict) -> dict[str, tuple[dict | None, str | None]]:
     """Runs the probe until every part has a result or a failure; a part that hangs or crashes costs only itself.
 
-    Returns {part: (data or None, failure or None)} and the validation-logit stream's totals.
+    Returns {part: (observation or None, failure or None)}.
     """
     limits = config.limits
     io_dir = work / "io"
     if io_dir.exists():
         shutil.rmtree(io_dir)
     (io_dir / "out").mkdir(parents=True)
+    torch.save(windows, io_dir / "consistency.pt")
     subcopy = work / "sub"
     if subcopy.exists():
         shutil.rmtree(subcopy)
     copy_submission(sub, subcopy, sorted({p.notebook for p in config.parts}))
     remaining = [p.name for p in config.parts]
     results: dict[str, tuple[dict | None, str | None]] = {}
-    cfg = config.perplexity
-    stream = judge.LogitStream(tokens, int(cfg["batch_size"]), int(cfg["bptt"]), expected)
     launch = 0
     while remaining:
         launch += 1
-        read_fd, write_fd = os.pipe()
         request = {"seed": seed, "parts": remaining, "submission": "/sub", "checkpoint": "/sub/model.pt",
-                   "batch_size": int(cfg["batch_size"]), "bptt": int(cfg["bptt"]), "threads": limits["threads"],
-                   "logits_fd": write_fd}
+                   "threads": limits["threads"], "stages": judge.STAGES}
         (io_dir / "request.json").write_text(json.dumps(request))
-        if "val_perplexity" in remaining:
-            torch.save(tokens, io_dir / "valid.pt")
-            stream = judge.LogitStream(tokens, int(cfg["batch_size"]), int(cfg["bptt"]), expected)
-        reader_file = os.fdopen(read_fd, "rb")
-        reader = threading.Thread(target=stream.read, args=(reader_file,), daemon=True)
-        reader.start()
         parts_now = list(remaining)
         watchdog = part_watchdog(parts_now, io_dir / "out", limits)
         outcome = sandbox.run(
             [sys.executable, "-m", "autograder.probe", "/io"],
             ro={"/grader": runtime, "/sub": subcopy}, rw={"/io": io_dir},
             limits=sandbox.Limits.from_config(limits), log=work / f"probe-{launch}.log", watchdog=watchdog,
-            pass_fds=(write_fd,), env={"PYTHONPATH": "/grader"})
-        reader.join(timeout=10)
-        reader_file.close()
+            env={"PYTHONPATH": "/grader"})
         failed_at = None
         for index, part in enumerate(parts_now):
             path = io_dir / "out" / f"{part}.pt"
             if path.exists():
-                results[part] = (judge.load_data(path), None)
+                results[part] = (judge.load_observation(path), None)
             else:
                 failed_at = index
                 results[part] = (None, _death(outcome, limits, work / f"probe-{launch}.log"))
                 break
         remaining = [] if failed_at is None else parts_now[failed_at + 1:]
-    return results, stream
+    return results
 
 
-def load_checkpoint_for_judge(path: Path) -> dict | None:
-    """The student's checkpoint for the spot check: a size cap, then weights_only (no code runs)."""
-    if not path.is_file() or path.is_symlink() or path.stat().st_size > MAX_CHECKPOINT_MB * 2**20:
-        return None
+def load_checkpoint_for_judge(path: Path) -> tuple[dict | None, str | None]:
+    """The student's checkpoint: a size cap, then weights_only (no code runs). Returns (checkpoint, None) or
+    (None, why it cannot be used)."""
+    if not path.is_file() or path.is_symlink():
+        return None, "there is no model.pt in the submission (save it with hw4lib.checkpoint.save_model)"
+    if path.stat().st_size > MAX_CHECKPOINT_MB * 2**20:
+        return None, f"model.pt is larger than {MAX_CHECKPOINT_MB} MB"
     try:
         ckpt = checkpoint.load_checkpoint(path)
-    except HW4Error:
-        return None
-    return ckpt if isinstance(ckpt.get("model_config"), dict) else None
+    except HW4Error as err:
+        return None, f"model.pt: {err}".replace(str(path), "model.pt")
+    if not isinstance(ckpt.get("model_config"), dict):
+        return None, "model.pt holds no model_config (save it with hw4lib.checkpoint.save_model)"
+    return ckpt, None
 
 
 def grade_student(sub: Path, work: Path, config: Config, seed: int, runtime: Path,
-                  tokens: torch.Tensor) -> list[judge.Verdict]:
+                  slices: dict[str, torch.Tensor]) -> list[judge.Verdict]:
     """All verdicts of one submission; also written to ``work/verdicts.json``."""
     work.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    ckpt = load_checkpoint_for_judge(sub / "model.pt")
-    expected, unverifiable = judge.reference_logits(ckpt, tokens, config.perplexity)
-    results, stream = probe_submission(sub, work, config, seed, runtime, tokens, expected)
+    data, bounds = judge.consistency_windows(slices["valid"], config)
+    results = probe_submission(sub, work, config, seed, runtime, {"data": data, "bounds": bounds})
+    ckpt, unusable = load_checkpoint_for_judge(sub / "model.pt")
+    measured = judge.measure_perplexity(ckpt, unusable, slices["valid"], slices["test"], config)
     verdicts = []
     for part in config.parts:
-        data, failure = results[part.name]
+        obs, failure = results[part.name]
         if part.name == "val_perplexity":
-            verdicts.append(judge.val_verdict(part, data, failure, stream, unverifiable, config))
+            verdicts.append(judge.judge_val_perplexity(part, obs, failure, measured, config))
         else:
-            verdicts.append(judge.judge_part(part, data, seed, failure))
+            verdicts.append(judge.judge_part(part, obs, seed, failure))
     payload = {"seed": seed, "seconds": round(time.monotonic() - start, 2),
+               "perplexity": {"valid": measured.valid, "test": measured.test},
                "verdicts": {v.part: v.as_dict() for v in verdicts}}
     (work / "verdicts.json").write_text(json.dumps(payload, indent=1))
     return verdicts
+
+
+def grading_slices(config: Config) -> dict[str, torch.Tensor]:
+    """The validation slice that is graded and the test slice it is compared with."""
+    return {"valid": judge.slice_tokens("valid", config), "test": judge.slice_tokens("test", config)}
 
 
 # --- nbgrader ----------------------------------------------------------------------------------------------
@@ -307,13 +299,13 @@ def grade_all(submissions: Path, out: Path, *, config_path: Path | None = None, 
     if result.returncode != 0:
         raise RuntimeError(f"nbgrader generate_assignment failed:\n{result.stdout}\n{result.stderr}")
     runtime = prepare_runtime(out / "work" / "_runtime")
-    tokens = validation_tokens(config)
+    slices = grading_slices(config)
     workers = workers or int(config.grading.get("workers") or 0) or os.cpu_count() or 1
     torch.set_num_threads(1)
 
     def one(student: str) -> tuple[str, dict]:
         t0 = time.monotonic()
-        verdicts = grade_student(Path(submissions) / student, out / "work" / student, config, seed, runtime, tokens)
+        verdicts = grade_student(Path(submissions) / student, out / "work" / student, config, seed, runtime, slices)
         total = sum(v.score for v in verdicts)
         log(f"{student}: {total:g} / {sum(v.points for v in verdicts):g} ({time.monotonic() - t0:.1f} s)")
         return student, {v.part: v.as_dict() for v in verdicts}
@@ -351,7 +343,7 @@ def grade_one(submission: Path, work: Path, verdicts_file: Path, config_path: Pa
     config = load_config(config_path)
     runtime = prepare_runtime(Path(work) / "_runtime")
     verdicts = grade_student(Path(submission), Path(work), config, secrets.randbelow(2**31), runtime,
-                             validation_tokens(config))
+                             grading_slices(config))
     parts = {v.part: v.as_dict() for v in verdicts}
     Path(verdicts_file).parent.mkdir(parents=True, exist_ok=True)
     Path(verdicts_file).write_text(json.dumps(parts))

@@ -41,7 +41,7 @@ def batchify(stream: torch.Tensor, batch_size: int) -> torch.Tensor:
 
 
 def window_bounds(rows: int, bptt: int) -> list[tuple[int, int]]:
-    """(start, length) of the evaluation windows over ``rows`` rows; the autograder's probe streams the same ones."""
+    """(start, length) of the evaluation windows over ``rows`` rows (the autograder reads the same ones)."""
     return [(i, min(bptt, rows - 1 - i)) for i in range(0, rows - 1, bptt)]
 
 
@@ -54,8 +54,6 @@ def windows(columns: torch.Tensor, bptt: int) -> Iterator[tuple[torch.Tensor, to
 def nll_sum(logits: torch.Tensor, targets: torch.Tensor) -> float:
     """Summed negative log-likelihood of ``targets`` (T, B) under ``logits`` (T, B, V), in float64.
 
-    The autograder's judge computes the score from logits that the sandboxed student model produced, through
-    this same function.
     """
     if logits.dim() != 3 or logits.shape[:2] != targets.shape:
         raise HW4Error(
@@ -64,6 +62,19 @@ def nll_sum(logits: torch.Tensor, targets: torch.Tensor) -> float:
         )
     log_probs = F.log_softmax(logits.double(), dim=-1)
     return float(-log_probs.gather(-1, targets.unsqueeze(-1)).sum())
+
+
+@torch.no_grad()
+def target_log_probs(model: torch.nn.Module, columns: torch.Tensor, bounds: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """log p(target) at every position of the given windows of ``columns``, the hidden state carried from one
+    window to the next: (sum of the window lengths, B), float64. The autograder compares the student's model with
+    the reference on the same weights through this."""
+    out, hidden = [], None
+    for start, length in bounds:
+        logits, hidden = model(columns[start : start + length], hidden)[:2]
+        targets = columns[start + 1 : start + 1 + length]
+        out.append(F.log_softmax(logits.double(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1))
+    return torch.cat(out)
 
 
 @torch.no_grad()

@@ -54,3 +54,66 @@ def data_env(prepared_data: Path):
         os.environ.pop("HW4_DATA_DIR", None)
     else:
         os.environ["HW4_DATA_DIR"] = old
+
+
+# --- grading fixtures: a small trained model and a grading config whose bar is measured on it -------------------
+
+from tests.fixtures.grading import GRADED_TOKENS, QUICK_FIXTURE  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory, prepared_data) -> Path:
+    """model.pt of the quick preset (a small AWD-LSTM) trained on a small WikiText-2 slice."""
+    import os
+
+    from hw4lib import training
+    from hw4lib.components import load_components
+
+    os.environ["HW4_DATA_DIR"] = str(prepared_data)
+    run = tmp_path_factory.mktemp("quick_run")
+    training.train(training.get_preset("quick", "wikitext2", **QUICK_FIXTURE), load_components("solutions"), run,
+                   resume=False, progress=False, log=lambda *_: None)
+    return run / "model.pt"
+
+
+@pytest.fixture(scope="session")
+def grading_config(tmp_path_factory, trained_model, prepared_data) -> dict:
+    """A grading config for tests: the 2,000-token slice, short part budgets, and a perplexity bar measured on the
+    fixture model (full credit just above its perplexity, so the reference must earn every point)."""
+    import re
+
+    from autograder.config import DEFAULT_CONFIG
+    from hw4lib import checkpoint, perplexity
+    from hw4lib import data as hw4data
+    from hw4lib.components import load_components
+
+    ckpt = checkpoint.load_checkpoint(trained_model)
+    model = checkpoint.build_model(load_components("solutions"), ckpt)
+    valid = hw4data.load_split("wikitext2", "valid")
+    ppl = perplexity.perplexity(model, valid, batch_size=10, bptt=70, max_tokens=GRADED_TOKENS)
+    text = DEFAULT_CONFIG.read_text()
+    text = re.sub(r"(?m)^tokens = \d+", f"tokens = {GRADED_TOKENS}", text)
+    text = re.sub(r"(?m)^part_wall_s = \d+", "part_wall_s = 15", text)
+    text = re.sub(r"(?m)^memory_mb = \d+", "memory_mb = 3072", text)
+    text = re.sub(r"(?m)^full = 221.0", f"full = {ppl * 1.01:.3f}", text)
+    text = re.sub(r"(?m)^zero = 400.0", f"zero = {ppl * 3:.3f}", text)
+    path = tmp_path_factory.mktemp("grading_config") / "test_config.toml"
+    path.write_text(text)
+    return {"path": path, "ppl": ppl}
+
+
+@pytest.fixture(scope="session")
+def validation_trained_model(tmp_path_factory, prepared_data) -> Path:
+    """A quick model trained on the graded validation slice itself (the cheat the grader must refuse)."""
+    from hw4lib import data as hw4data
+    from hw4lib import training
+    from hw4lib.components import load_components
+
+    valid = hw4data.load_split("wikitext2", "valid")
+    sliced = training.take_tokens(valid, GRADED_TOKENS)
+    config = training.get_preset("quick", "wikitext2", epochs=12, max_valid_tokens=GRADED_TOKENS)
+    run_data = training.RunData(train=sliced, valid=sliced, vocab_size=len(hw4data.load_vocab("wikitext2")))
+    run = tmp_path_factory.mktemp("valid_run")
+    training.train(config, load_components("solutions"), run, run_data=run_data, resume=False, progress=False,
+                   log=lambda *_: None)
+    return run / "model.pt"

@@ -1,9 +1,10 @@
-"""The autograder against hostile and plausible-but-wrong submissions, all graded in ONE ``grade`` run.
+"""The autograder against hostile submissions (escapes, floods, tampered cells, forged checkpoints, cheating
+models), all graded in ONE ``grade`` run through nbgrader's gradebook.
 
-Fixtures are built in a temporary folder from the reference notebooks (with the hidden-test cells added by
-``tests/fixtures/course_notebooks.py``) and a model trained once per session with hw4lib's quick preset.
-The perplexity thresholds of the test config are measured from that model: full credit just above its
-perplexity, so the reference must earn every point and a broken checkpoint none.
+Fixtures are built in a temporary folder from the reference notebooks and a model trained once per session with
+hw4lib's quick preset (``tests/conftest.py``). The perplexity thresholds of the test config are measured from that
+model: full credit just above its perplexity, so the reference must earn every point and a broken checkpoint none.
+One-part mistakes and correct code in other styles are in ``test_autograder_mistakes.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import json
 import math
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -24,64 +24,41 @@ import pytest
 
 from autograder import course
 from autograder.config import load as load_config
-from hw4lib import checkpoint, perplexity, training
 from hw4lib import data as hw4data
-from hw4lib.components import REPO_ROOT, load_components
+from hw4lib.components import REPO_ROOT
 from tests.fixtures.course_notebooks import with_test_cells
+from tests.fixtures.grading import GRADED_TOKENS, reference_submission
 from tests.fixtures.hostile import HOSTILE, build
 
 pytestmark = pytest.mark.slow
-VALID_TOKENS = 2000
-# The quick preset on a smaller slice: the suite must stay within minutes on 2 cores.
-QUICK = {"max_train_tokens": 3000, "epochs": 1, "max_valid_tokens": 2000}
 
 
 @pytest.fixture(scope="session")
-def trained_model(tmp_path_factory, prepared_data) -> Path:
-    """model.pt of the quick preset (a small AWD-LSTM) trained on a small WikiText-2 slice."""
-    os.environ["HW4_DATA_DIR"] = str(prepared_data)
-    run = tmp_path_factory.mktemp("quick_run")
-    training.train(training.get_preset("quick", "wikitext2", **QUICK), load_components("solutions"), run,
-                   resume=False, progress=False, log=lambda *_: None)
-    return run / "model.pt"
-
-
-@pytest.fixture(scope="session")
-def graded(tmp_path_factory, trained_model, prepared_data) -> dict:
+def graded(tmp_path_factory, trained_model, validation_trained_model, grading_config, prepared_data) -> dict:
     """Builds every hostile submission and grades them all with one ``python -m autograder grade``."""
     root = tmp_path_factory.mktemp("grading")
     source = with_test_cells(root / "source")
-    reference = root / "reference_submission"
-    shutil.copytree(source, reference)
-    shutil.copy2(trained_model, reference / "model.pt")
-    # Thresholds from the fixture model, on the very slice the grader evaluates.
-    ckpt = checkpoint.load_checkpoint(trained_model)
-    model = checkpoint.build_model(load_components("solutions"), ckpt)
-    valid = hw4data.load_split("wikitext2", "valid")
-    ppl = perplexity.perplexity(model, valid, batch_size=10, bptt=70, max_tokens=VALID_TOKENS)
-    text = (REPO_ROOT / "autograder" / "config.toml").read_text()
-    text = re.sub(r"(?m)^tokens = \d+", f"tokens = {VALID_TOKENS}", text)
-    text = re.sub(r"(?m)^part_wall_s = \d+", "part_wall_s = 10", text)
-    text = re.sub(r"(?m)^memory_mb = \d+", "memory_mb = 3072", text)
-    text = text.replace("full = 221.0", f"full = {ppl * 1.01:.3f}").replace("zero = 400.0", f"zero = {ppl * 3:.3f}")
-    config = root / "test_config.toml"
-    config.write_text(text)
+    reference = reference_submission(root / "reference_submission", trained_model)
     subs, out = root / "submissions", root / "out"
     subs.mkdir()
-    ctx = {"marker": root / "PWNED", "out": out, "submissions": subs, "repo": REPO_ROOT}
+    valid = hw4data.stream(hw4data.load_split("wikitext2", "valid"))[:GRADED_TOKENS].tolist()
+    ctx = {"marker": root / "PWNED", "out": out, "submissions": subs, "repo": REPO_ROOT, "valid_tokens": valid,
+           "validation_trained": validation_trained_model}
     build(subs, reference, ctx)
     hashes = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (subs / "reference").iterdir()}
     env = dict(os.environ, HW4_DATA_DIR=str(prepared_data))
     start = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "autograder", "grade", "--submissions", str(subs), "--out",
-                             str(out), "--config", str(config), "--source", str(source), "--workers", "2"],
+                             str(out), "--config", str(grading_config["path"]), "--source", str(source),
+                             "--workers", "2"],
                             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
     seconds = time.monotonic() - start
     assert result.returncode == 0, result.stdout + result.stderr
     with open(out / "grades.csv") as f:
         rows = list(csv.DictReader(f))
-    return {"rows": rows, "out": out, "subs": subs, "ctx": ctx, "config": load_config(config), "ppl": ppl,
-            "hashes": hashes, "seconds": seconds, "stdout": result.stdout, "source": source}
+    return {"rows": rows, "out": out, "subs": subs, "ctx": ctx, "config": load_config(grading_config["path"]),
+            "ppl": grading_config["ppl"], "hashes": hashes, "seconds": seconds, "stdout": result.stdout,
+            "source": source}
 
 
 @pytest.mark.parametrize("hostile", HOSTILE, ids=[h.name for h in HOSTILE])
@@ -139,18 +116,20 @@ def test_failures_are_explained_and_contained(graded):
     assert "time limit" in message("infinite_loop", "train_batch")
     assert "output" in message("output_flood", "prediction_generation")
     assert "MemoryError" in message("memory_bomb", "nt_asgd") or "memory" in message("memory_bomb", "nt_asgd")
-    assert "looks ahead" in message("future_peeking_model", "val_perplexity")
-    assert "differ" in message("oracle_validation_model", "val_perplexity")
+    assert "contract's AWD-LSTM predictions" in message("future_peeking_model", "val_perplexity")
+    assert "contract's AWD-LSTM predictions" in message("oracle_validation_model", "val_perplexity")
+    assert "trained on the validation split" in message("validation_trained_model", "val_perplexity")
     assert "weights_only" in message("pickle_checkpoint", "val_perplexity")
     assert "not finite" in message("nan_weights", "val_perplexity")
-    assert "model.pt" in message("missing_checkpoint", "val_perplexity")
+    assert "no model.pt" in message("missing_checkpoint", "val_perplexity")
+    assert "do not fit" in message("checkpoint_of_another_model", "val_perplexity")
     assert "03_weight_drop.ipynb" in message("corrupt_notebook", "weight_drop")
-    assert "one mask shared by every timestep" in message("locked_mask_per_timestep", "locked_dropout")
+    assert "reused at every timestep" in message("monkeypatch_checks", "locked_dropout")
 
 
 def test_feedback_shows_verdicts_but_no_hidden_test_code(graded):
-    html = (graded["out"] / "feedback" / "locked_mask_per_timestep" / "02_dropout.html").read_text()
-    assert "one mask shared by every timestep" in html
+    html = (graded["out"] / "feedback" / "monkeypatch_checks" / "02_dropout.html").read_text()
+    assert "reused at every timestep" in html
     assert "BEGIN HIDDEN TESTS" not in html and "autograder.hidden" not in html
     for student in {h.name for h in HOSTILE}:
         assert (graded["out"] / "feedback" / student / "07_train_generate.html").is_file()
@@ -190,5 +169,5 @@ def test_nbgrader_autograde_by_hand_judges_in_the_sandbox_too(graded, prepared_d
     assert json.loads(verdicts.read_text())["locked_dropout"]["score"] == 6.0  # judged afresh, not reused
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}", course.COURSE_ID) as gb:
         patched = gb.find_submission(course.ASSIGNMENT, "monkeypatch_checks")
-        assert patched.score == pytest.approx(98)
+        assert patched.score == pytest.approx(95)
         assert gb.find_submission(course.ASSIGNMENT, "reference").score == pytest.approx(100)  # untouched

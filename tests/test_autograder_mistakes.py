@@ -1,0 +1,96 @@
+"""One-part mistakes and correct code in other styles, graded through the sandboxed probe and the judge.
+
+Every mistake must fail exactly the checks it breaks (in its own part, and in the later parts that use what it
+broke), its stage's visible check must name it, and every correct style must earn exactly the reference's marks.
+``grade_student`` is the grader's own per-student path (sandbox, probe, judge); nbgrader's gradebook is exercised
+by ``test_autograder_hostile.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from autograder import grade, judge
+from autograder.config import load as load_config
+from hw4lib import checks
+from hw4lib.components import REPO_ROOT, load_components
+from hw4lib.properties import PARTS
+from tests.fixtures.grading import reference_submission
+from tests.fixtures.mistakes import MISTAKES, STYLES, ZERO
+
+pytestmark = pytest.mark.slow
+SEED = 20_261_123
+VARIANTS = MISTAKES + STYLES
+
+
+def _build(dest: Path, variant, model: Path) -> Path:
+    reference_submission(dest, model)
+    variant.make(dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def judged(tmp_path_factory, trained_model, grading_config, data_env) -> dict:
+    root = tmp_path_factory.mktemp("mistakes")
+    config = load_config(grading_config["path"])
+    runtime = grade.prepare_runtime(root / "_runtime")
+    slices = grade.grading_slices(config)
+    subs = {v.name: _build(root / "subs" / v.name, v, trained_model) for v in VARIANTS}
+    subs["reference"] = reference_submission(root / "subs" / "reference", trained_model)
+
+    def one(name: str) -> tuple[str, dict]:
+        verdicts = grade.grade_student(subs[name], root / "work" / name, config, SEED, runtime, slices)
+        return name, {v.part: v for v in verdicts}
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return {"verdicts": dict(pool.map(one, sorted(subs))), "config": config}
+
+
+def test_reference_earns_full_marks(judged):
+    for part in judged["config"].parts:
+        v = judged["verdicts"]["reference"][part.name]
+        assert v.score == part.points, v.message
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=[v.name for v in VARIANTS])
+def test_exactly_the_broken_checks_fail(judged, variant):
+    for part in judged["config"].parts:
+        v = judged["verdicts"][variant.name][part.name]
+        want = variant.fails.get(part.name, set())
+        if want == ZERO:
+            assert v.score == 0, f"{variant.name}/{part.name}: {v.message}"
+            continue
+        failing = {c["name"] for c in v.checks if not c["ok"]}
+        assert failing == want, f"{variant.name}/{part.name}: {v.message}"
+        assert (v.score == part.points) == (not want), f"{variant.name}/{part.name}: {v.score} / {part.points}"
+    if variant in MISTAKES:
+        own = judged["verdicts"][variant.name][variant.part]
+        assert own.score < own.points, f"{variant.name} kept full marks in its own part"
+
+
+@pytest.mark.parametrize("variant", MISTAKES, ids=[v.name for v in MISTAKES])
+def test_visible_check_names_the_mistake(variant, tmp_path):
+    """The student's own check of that stage says what is wrong, in words that point at the fix."""
+    folder = tmp_path / "sub"
+    folder.mkdir()
+    for notebook in (REPO_ROOT / "solutions").glob("*.ipynb"):
+        shutil.copy2(notebook, folder / notebook.name)
+    variant.make(folder)
+    components = load_components(folder, stages=judge.STAGES[variant.part])
+    named = {n: getattr(components, n) for n in PARTS[variant.part].names}
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(checks.CheckFailed):
+        {
+            "data_loader": checks.check_data_loader, "locked_dropout": checks.check_locked_dropout,
+            "embedded_dropout": checks.check_embedded_dropout, "weight_drop": checks.check_weight_drop,
+            "language_model": checks.check_language_model, "ar_tar": checks.check_ar_tar,
+            "train_batch": checks.check_train_batch, "nt_asgd": checks.check_nt_asgd,
+            "prediction_generation": checks.check_prediction_generation,
+        }[variant.part](*named.values())
+    assert variant.visible in out.getvalue(), out.getvalue()
