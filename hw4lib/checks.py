@@ -241,14 +241,16 @@ def _model_file_probe(path: str | Path, components: Any, max_tokens: int | None)
     ppl = perplexity(model, data.load_split(dataset, "valid"), max_tokens=tokens, **kw)
     if not math.isfinite(ppl):
         return [f"{path} gives a perplexity of {ppl}: its weights hold NaN or inf; train again with a lower lr"]
+    graded = bar["tokens"] if bar else tokens
+    where = "the grader's slice" if tokens == graded else f"quick mode; the grader reads the first {graded:,}"
     print(f"  {path} loads into your LanguageModel; validation perplexity on the first {tokens:,} tokens "
-          f"(the grader's slice): {ppl:.1f} (NLL {math.log(ppl):.3f})")
+          f"({where}): {ppl:.1f} (NLL {math.log(ppl):.3f})")
     print(f"  HW4P1's bar was NLL 5.4, perplexity {math.exp(5.4):.0f}.")
-    if bar and max_tokens is None:
+    if bar:
         share = earned_share(ppl, bar["full"], bar["zero"])
         print(f"  The grader ({bar['track']} track, autograder/config.toml): full credit at perplexity <= "
-              f"{bar['full']:g}, none at >= {bar['zero']:g}. This model would earn {share:.0%} of the perplexity "
-              "points (if your LanguageModel passes its checks, as the grader also verifies).")
+              f"{bar['full']:g}, none at >= {bar['zero']:g}. At this perplexity a model earns {share:.0%} of the "
+              "perplexity points (if your LanguageModel passes its checks, as the grader also verifies).")
     return []
 
 

@@ -17,6 +17,7 @@ where the contract fixes the answer, and the perplexity).
 
 from __future__ import annotations
 
+import errno
 import math
 import traceback
 from collections.abc import Callable
@@ -93,6 +94,10 @@ def attempt(fn: Callable[[], Any]) -> Any:
         return fn()
     except NotImplementedError:
         raise
+    except OSError as err:
+        if err.errno == errno.EFBIG:  # the grader's output limit: the whole part fails, not one property
+            raise
+        return {"error": f"{type(err).__name__}: {err}{where(err)}"}
     except Exception as err:  # noqa: BLE001 - the student's code may raise anything
         return {"error": f"{type(err).__name__}: {err}{where(err)}"}
 

@@ -22,6 +22,7 @@ TRIGGER_SCRIPTS: list[tuple[int, list[float], int | None]] = [
     (2, [3.0, 1.0, 2.0, 2.0, 2.5], 4),  # worse than the BEST older value (1), not than every older one (3)
 ]
 MISSING = "<missing>"
+NEEDS_ATTRIBUTES = "cannot be checked until NTASGD keeps the attribute `averaging` (see above)"
 
 
 def random_scripts(seed: int) -> list[tuple[int, list[float]]]:
@@ -190,6 +191,8 @@ def trigger(inp: dict, obs: dict) -> list[str]:
                     "bool (True only on the call that switches)"]
         switched = [k for k, r in enumerate(returned) if r]
         story = _story(nonmono, losses)
+        if MISSING in s["averaging"]:
+            return [NEEDS_ATTRIBUTES]
         if switched == ([] if expected is None else [expected]):
             flags = s["averaging"]
             if expected is not None and not all(f is True for f in flags[expected:]):
@@ -246,9 +249,11 @@ def average_of_iterates(inp: dict, obs: dict) -> list[str]:
     problems = []
     if not close(a["before_switch"], a["live_before"], 0, 0):
         problems.append("before the switch, averaged() must leave the weights as they are")
+    if a["averaging"] == MISSING:
+        return problems + [NEEDS_ATTRIBUTES]
     if a["switched"] != [False, False, True] or a["averaging"] is not True:
-        return problems + [f"record(1), record(2), record(3) with nonmono=1 returned {a['switched']}; expected "
-                           "[False, False, True] and averaging on"]
+        return problems + [f"record(1), record(2), record(3) with nonmono=1 returned {a['switched']} and left "
+                           f"averaging = {a['averaging']}; expected [False, False, True] and averaging = True"]
     if a["trigger_step"] != 2:
         problems.append(f"trigger_step is {a['trigger_step']}; two steps had been taken when it switched")
     mean = torch.stack(a["iterates"]).mean(0)

@@ -62,7 +62,7 @@ def _scalar_problems(values: dict, name: str) -> list[str]:
 
 @PENALTIES.prop("activation_regularization(dropped_last, alpha) = alpha * mean(dropped_last²), a scalar tensor "
                 "that gradients flow through")
-def activation_regularization(inp: dict, obs: dict) -> list[str]:
+def ar_formula(inp: dict, obs: dict) -> list[str]:
     ar = obs["ar"]
     if failed(ar):
         return [f"activation_regularization raised {failed(ar)}"]
@@ -84,7 +84,7 @@ def activation_regularization(inp: dict, obs: dict) -> list[str]:
 
 @PENALTIES.prop("temporal_activation_regularization(raw_last, beta) = beta * mean((raw_last[t+1] - raw_last[t])²), "
                 "a scalar tensor that gradients flow through")
-def temporal_activation_regularization(inp: dict, obs: dict) -> list[str]:
+def tar_formula(inp: dict, obs: dict) -> list[str]:
     tar = obs["tar"]
     if failed(tar):
         return [f"temporal_activation_regularization raised {failed(tar)}"]
