@@ -351,11 +351,20 @@ def idea_weight_drop(p: float = 0.5, size: int = 12, seed: int = 0) -> None:
     plt.show()
 
 
+def lstm_with_weight(lstm: nn.LSTM, weight_hh: torch.Tensor) -> nn.LSTM:
+    """A plain one-layer nn.LSTM with the wrapped module's weights and the given hidden-to-hidden weight."""
+    plain = nn.LSTM(lstm.input_size, lstm.hidden_size)
+    with torch.no_grad():
+        plain.weight_ih_l0.copy_(lstm.weight_ih_l0)
+        plain.bias_ih_l0.copy_(lstm.bias_ih_l0)
+        plain.bias_hh_l0.copy_(lstm.bias_hh_l0)
+        plain.weight_hh_l0.copy_(weight_hh)
+    return plain
+
+
 @_friendly
 def weight_drop_heatmaps(WeightDrop: type, hidden: int = 12, p: float = 0.5, seed: int = 0) -> None:
     """The raw W_hh, the dropped W_hh of two forward passes, and the per-timestep recomputation error."""
-    from hw4lib.checks import lstm_with_weight
-
     torch.manual_seed(seed)
     wrapped = WeightDrop(nn.LSTM(6, hidden), ["weight_hh_l0"], dropout=p)
     wrapped.train()
