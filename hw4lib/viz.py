@@ -7,16 +7,21 @@ implements a component: the pictures either draw the idea with numpy or run the 
 
 from __future__ import annotations
 
+import csv
 import functools
 import html
+import math
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn as nn
+
+from hw4lib.components import REPO_ROOT
 
 
 def _friendly(func: Callable) -> Callable:
@@ -56,6 +61,34 @@ def token_frequency_plot(articles: Sequence[np.ndarray], vocab: np.ndarray, top:
     plt.show()
 
 
+def overfit_plot(path: str | Path | None = None) -> None:
+    """Train against validation perplexity of an LSTM with no regularization, per epoch, from the CSV that
+    ``benchmarks/overfit_unregularized.py`` measured (``docs/data/overfit_unregularized.csv``)."""
+    path = Path(path) if path else REPO_ROOT / "docs" / "data" / "overfit_unregularized.csv"
+    if not path.is_file():
+        print(f"(overfit_plot: {path} is missing; run python benchmarks/overfit_unregularized.py)")
+        return
+    lines = path.read_text().splitlines()
+    notes = [line[2:] for line in lines if line.startswith("# ")]
+    rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
+    epoch = np.array([int(r["epoch"]) for r in rows])
+    train, valid = (np.array([float(r[k]) for r in rows]) for k in ("train_ppl", "valid_ppl"))
+    best = int(np.argmin(valid))
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.semilogy(epoch[1:], train[1:], "o-", label="training text")
+    ax.semilogy(epoch[1:], valid[1:], "o-", label="validation text")
+    ax.axvline(epoch[best], color="tab:gray", ls=":", label=f"best validation: epoch {epoch[best]}, "
+               f"{valid[best]:.0f}")
+    ax.set(xlabel="epoch", ylabel="perplexity (log scale)",
+           title=f"no regularization: after epoch {epoch[best]} it memorizes (last: train {train[-1]:.0f}, "
+                 f"valid {valid[-1]:.0f})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    plt.show()
+    for note in notes:
+        print(note)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Stage 1: windows and batches
 # ------------------------------------------------------------------------------------------------------------
@@ -68,15 +101,17 @@ def positions_in_window(lengths: Sequence[int], n_tokens: int) -> np.ndarray:
 
 
 def window_positions_plot(epochs: Sequence[Sequence[int]], bptt: int, n_tokens: int = 300) -> None:
-    """Each token's position inside its window, fixed windows against the given epochs' drawn lengths."""
+    """How far back the gradient reaches from each of the first ``n_tokens`` tokens of a column (its position
+    inside its window), fixed windows against the given epochs' drawn lengths, on a column whose text stays in
+    the same order every epoch (``shuffle=False``, or PTB, one document)."""
     fig, axes = plt.subplots(1, 2, figsize=(14, 3.4), sharey=True)
     fixed = positions_in_window([bptt] * (n_tokens // bptt + 1), n_tokens)
     for e in range(3):
         axes[0].plot(fixed, lw=1.5, alpha=0.8, label=f"epoch {e}")
     axes[0].set(
-        title=f"fixed windows of {bptt}: every epoch identical",
-        xlabel="token index in the column",
-        ylabel="context inside the window",
+        title=f"fixed windows of {bptt}: the same tokens get reach 0 every epoch",
+        xlabel="token index in the column (text in a fixed order)",
+        ylabel="gradient reach (earlier tokens\nin the same window)",
     )
     for e, lengths in enumerate(epochs):
         axes[1].plot(positions_in_window(lengths, n_tokens), lw=1.2, alpha=0.8, label=f"epoch {e}")
@@ -97,17 +132,38 @@ def window_positions_plot(epochs: Sequence[Sequence[int]], bptt: int, n_tokens: 
             ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     plt.show()
+    if epochs:
+        n = min(n_tokens, min(sum(lengths) for lengths in epochs))
+        half = bptt // 2
+        best_fixed = positions_in_window([bptt] * (n // bptt + 1), n)
+        best_drawn = np.max([positions_in_window(lengths, n) for lengths in epochs], axis=0)
+        print(f"tokens of the first {n} whose gradient never reaches {half} tokens back in {len(epochs)} epochs: "
+              f"fixed windows {np.mean(best_fixed < half):.0%}, drawn windows {np.mean(best_drawn < half):.0%}")
 
 
-def length_histogram(lengths: Sequence[int], bptt: int) -> None:
-    """Histogram of drawn window lengths with bptt and bptt/2 marked."""
+def window_length_density(x: np.ndarray, bptt: int, p_full: float = 0.95, std: float = 5.0) -> np.ndarray:
+    """The density of the drawn length before rounding and clamping: p N(bptt, std) + (1 - p) N(bptt / 2, std)."""
+    def normal(mean: float) -> np.ndarray:
+        return np.exp(-0.5 * ((x - mean) / std) ** 2) / (std * math.sqrt(2 * math.pi))
+
+    return p_full * normal(bptt) + (1 - p_full) * normal(bptt / 2)
+
+
+def length_histogram(lengths: Sequence[int], bptt: int, p_full: float = 0.95, std: float = 5.0) -> None:
+    """Histogram of drawn window lengths with bptt and bptt/2 marked, and the theoretical mixture density
+    p N(bptt, std) + (1 - p) N(bptt/2, std) scaled to the number of draws (std is a standard deviation)."""
     fig, ax = plt.subplots(figsize=(8, 3.2))
     lengths = np.asarray(lengths)
-    ax.hist(lengths, bins=np.arange(lengths.min() - 0.5, lengths.max() + 1.5), color="tab:blue")
-    for x, label in ((bptt, "bptt"), (bptt / 2, "bptt / 2")):
-        ax.axvline(x, color="k", ls="--", lw=1)
-        ax.text(x, ax.get_ylim()[1] * 0.9, f" {label}", fontsize=9)
+    ax.hist(lengths, bins=np.arange(lengths.min() - 0.5, lengths.max() + 1.5), color="tab:blue",
+            label="your loader's lengths")
+    x = np.linspace(lengths.min() - 1, lengths.max() + 1, 400)
+    ax.plot(x, len(lengths) * window_length_density(x, bptt, p_full, std), color="tab:orange", lw=2,
+            label=f"{p_full:g}·N({bptt}, {std:g}²) + {1 - p_full:.2g}·N({bptt / 2:g}, {std:g}²)")
+    for x0, label in ((bptt, "bptt"), (bptt / 2, "bptt / 2")):
+        ax.axvline(x0, color="k", ls="--", lw=1)
+        ax.text(x0, ax.get_ylim()[1] * 0.9, f" {label}", fontsize=9)
     ax.set(xlabel="window length seq_len", ylabel="batches", title=f"{len(lengths)} drawn window lengths")
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     plt.show()
 
@@ -295,11 +351,20 @@ def idea_weight_drop(p: float = 0.5, size: int = 12, seed: int = 0) -> None:
     plt.show()
 
 
+def lstm_with_weight(lstm: nn.LSTM, weight_hh: torch.Tensor) -> nn.LSTM:
+    """A plain one-layer nn.LSTM with the wrapped module's weights and the given hidden-to-hidden weight."""
+    plain = nn.LSTM(lstm.input_size, lstm.hidden_size)
+    with torch.no_grad():
+        plain.weight_ih_l0.copy_(lstm.weight_ih_l0)
+        plain.bias_ih_l0.copy_(lstm.bias_ih_l0)
+        plain.bias_hh_l0.copy_(lstm.bias_hh_l0)
+        plain.weight_hh_l0.copy_(weight_hh)
+    return plain
+
+
 @_friendly
 def weight_drop_heatmaps(WeightDrop: type, hidden: int = 12, p: float = 0.5, seed: int = 0) -> None:
     """The raw W_hh, the dropped W_hh of two forward passes, and the per-timestep recomputation error."""
-    from hw4lib.checks import lstm_with_weight
-
     torch.manual_seed(seed)
     wrapped = WeightDrop(nn.LSTM(6, hidden), ["weight_hh_l0"], dropout=p)
     wrapped.train()
@@ -468,3 +533,82 @@ def ntasgd_demo(
     fig.tight_layout()
     plt.show()
     return {"val": val, "trigger_epoch": trigger_epoch, "averaged_loss": avg_loss, "final_loss": val[-1]}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Stage 3 and 4: what weight_hh_l0 holds
+# ------------------------------------------------------------------------------------------------------------
+
+
+def gate_blocks_plot(hidden: int = 8, p: float = 0.5, seed: int = 0) -> None:
+    """``nn.LSTM``'s ``weight_hh_l0`` is four (H, H) gate matrices stacked, (4H, H): input, forget, cell, output
+    (PyTorch's order). One DropConnect mask over it drops connections of all four gates, once per pass."""
+    torch.manual_seed(seed)
+    lstm = nn.LSTM(hidden, hidden)
+    weight = lstm.weight_hh_l0.detach().numpy()
+    mask = np.random.default_rng(seed).random(weight.shape) >= p
+    fig, axes = plt.subplots(1, 2, figsize=(9, 5))
+    for ax, image, title in ((axes[0], weight, f"weight_hh_l0 {tuple(weight.shape)}"),
+                             (axes[1], weight * mask / (1 - p), f"one DropConnect mask, p = {p}")):
+        ax.imshow(image, cmap="coolwarm", aspect="auto", vmin=-0.7, vmax=0.7, interpolation="nearest")
+        for k, gate in enumerate(("input i", "forget f", "cell g", "output o")):
+            ax.axhline((k + 1) * hidden - 0.5, color="k", lw=1)
+            ax.text(hidden - 0.4, k * hidden + hidden / 2, f" {gate}", va="center", fontsize=9)
+        ax.set(title=title, xlabel="from h[t-1] (H)", ylabel="to the gates (4H)")
+    fig.tight_layout()
+    plt.show()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Stage 6: the trigger by hand
+# ------------------------------------------------------------------------------------------------------------
+
+
+def trigger_table(losses: Sequence[float], nonmono: int) -> None:
+    """Algorithm 1's trigger traced by hand: for each check t, v_t, the best value older than the last n checks
+    (``min(logs[:t - n])``) and whether this check switches (only the first time)."""
+    print(f"n = {nonmono}")
+    print(f"{'t':>3} {'v_t':>6}  {'min(logs[:t-n])':>16}  switch?")
+    switched = False
+    for t, v in enumerate(losses):
+        if t > nonmono:
+            best = min(losses[: t - nonmono])
+            switch = not switched and v > best
+            note = "yes: worse than the best older value" if switch else ("(already averaging)" if switched else "no")
+            print(f"{t:>3} {v:>6g}  {best:>16g}  {note}")
+            switched = switched or switch
+        else:
+            print(f"{t:>3} {v:>6g}  {'-':>16}  no: t <= n, nothing old enough to compare")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Stage 7: temperature and top-k
+# ------------------------------------------------------------------------------------------------------------
+
+
+def sampling_distribution_plot(logits: torch.Tensor, vocab: np.ndarray, temperatures: Sequence[float] = (0.5, 1.0, 1.5),
+                               top_k: int = 5, shown: int = 15) -> None:
+    """The next-word distribution softmax(z / τ) for a few temperatures, and what top-k keeps (one prefix's
+    logits ``(V,)``). Drawn with torch from the logits your ``prediction`` returned."""
+    logits = logits.detach().float()
+    order = torch.argsort(logits, descending=True)[:shown]
+    words = [str(vocab[i]) for i in order.tolist()]
+    x = np.arange(shown)
+    fig, axes = plt.subplots(1, 2, figsize=(14, 3.8), sharey=True)
+    width = 0.8 / len(temperatures)
+    for j, tau in enumerate(temperatures):
+        probs = torch.softmax(logits / tau, dim=-1)[order].numpy()
+        axes[0].bar(x + j * width, probs, width, label=f"τ = {tau:g} (top {shown} hold {probs.sum():.0%})")
+    axes[0].set(title="temperature: τ < 1 sharpens, τ > 1 flattens", ylabel="probability")
+    kth = torch.topk(logits, top_k).values[-1]
+    kept = torch.softmax(logits.masked_fill(logits < kth, float("-inf")), dim=-1)[order].numpy()
+    full = torch.softmax(logits, dim=-1)[order].numpy()
+    axes[1].bar(x - 0.2, full, 0.4, label="τ = 1, all words", color="tab:gray")
+    axes[1].bar(x + 0.2, kept, 0.4, label=f"τ = 1, top-{top_k}: renormalized", color="tab:green")
+    axes[1].set(title=f"top-{top_k}: every word outside the {top_k} largest logits gets probability 0")
+    for ax in axes:
+        ax.set_xticks(x + (0.4 - width / 2 if ax is axes[0] else 0))
+        ax.set_xticklabels(words, rotation=60, ha="right", fontsize=8)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    plt.show()

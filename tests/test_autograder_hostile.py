@@ -29,6 +29,7 @@ from hw4lib.components import REPO_ROOT
 from tests.fixtures.course_notebooks import with_test_cells
 from tests.fixtures.grading import GRADED_TOKENS, reference_submission
 from tests.fixtures.hostile import HOSTILE, build
+from tests.test_repository import written_answers
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +93,9 @@ def test_gradebook_holds_exactly_the_judged_scores(graded):
                 g = grades[part.test_id]
                 assert g.score == pytest.approx(verdicts[part.name]["score"], abs=1e-9)
                 assert not g.needs_manual_grade
-            assert sub.max_score == 100
+            # 100 autograded points plus the written answers (1 point each), which nbgrader leaves to the
+            # formgrader: they are in the gradebook's maximum, never in grades.csv.
+            assert sub.max_score == 100 + sum(written_answers().values())
     # nbgrader recorded the judged scores itself: the grader never had to correct the gradebook.
     assert "gradebook corrected" not in graded["stdout"]
 
