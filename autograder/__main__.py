@@ -1,4 +1,4 @@
-"""``python -m autograder release`` (notebooks/ from solutions/) and ``python -m autograder grade``."""
+"""``python -m autograder release`` (notebooks/ from solutions/), ``grade`` and ``properties`` (what is graded)."""
 
 from __future__ import annotations
 
@@ -21,10 +21,17 @@ def main(argv: list[str] | None = None) -> int:
     grd.add_argument("--workers", type=int, default=None, help="students graded at once (default: cores)")
     grd.add_argument("--seed", type=int, default=None, help="grading seed (default: random, recorded)")
     grd.add_argument("--source", type=Path, default=None, help=argparse.SUPPRESS)  # source notebooks (tests)
+    prp = sub.add_parser("properties", help="print the markdown table of graded promises and their points")
+    prp.add_argument("--config", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.command == "release":
         for path in course.release(args.course, args.out):
             print(f"released {path}")
+    elif args.command == "properties":
+        from autograder.config import load as load_config
+        from autograder.judge import properties_table
+
+        print(properties_table(load_config(args.config)))
     elif args.command == "grade":
         from autograder.grade import grade_all
 

@@ -294,7 +294,7 @@ def judge_val_perplexity(part: Part, obs: dict | None, failure: str | None, meas
                                  "trained on the validation split earns nothing here; train on the training split")
     full, zero = config.thresholds
     ppl = measured.valid
-    share = 1.0 if ppl <= full else 0.0 if ppl >= zero else (zero - ppl) / (zero - full)
+    share = perplexity.earned_share(ppl, full, zero)
     tokens = config.perplexity["tokens"]
     check = Check("perplexity", f"validation perplexity {ppl:.2f} on the first {tokens} tokens of "
                                 f"{config.perplexity['dataset']} valid (full credit <= {full:g}, zero >= {zero:g}; "
@@ -314,3 +314,19 @@ def load_observation(path: Path) -> dict | None:
     except Exception as err:  # noqa: BLE001 - anything the sandbox wrote
         return {"error": f"unreadable probe output ({type(err).__name__})"}
     return data if isinstance(data, dict) else {"error": "malformed probe output"}
+
+
+def properties_table(config: Config) -> str:
+    """The markdown table of every graded promise and its points (``python -m autograder properties``): what
+    docs/grading.md shows, generated from the property library, the hidden checks and the config weights."""
+    lines = ["| part | points | property | promise |", "|---|---|---|---|"]
+    for part in config.parts:
+        if part.name == "val_perplexity":
+            lines.append(f"| {part.name} | {part.points:g} | (judged) | the judge's perplexity of the submitted "
+                         "weights in the reference LanguageModel; see below |")
+            continue
+        promises = {p.name: p.promise for p in PARTS[part.name].properties}
+        promises.update({name: f"(hidden) {promise}" for name, (promise, _) in HIDDEN.get(part.name, {}).items()})
+        for name, weight in part.weights.items():
+            lines.append(f"| {part.name} | {weight:g} | `{name}` | {promises[name].replace('|', '/')} |")
+    return "\n".join(lines)

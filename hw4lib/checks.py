@@ -217,17 +217,10 @@ def grading_bar(config: str | Path | None = None) -> dict | None:
             "bptt": int(section["bptt"]), "full": full, "zero": zero, "track": section["track"]}
 
 
-def earned_share(ppl: float, full: float, zero: float) -> float:
-    """The share of the perplexity points: all at or below ``full``, none at or above ``zero``, linear between."""
-    if not math.isfinite(ppl) or ppl >= zero:
-        return 0.0
-    return 1.0 if ppl <= full else (zero - ppl) / (zero - full)
-
-
 def _model_file_probe(path: str | Path, components: Any, max_tokens: int | None) -> Iterable[str]:
     from hw4lib import data
     from hw4lib.checkpoint import build_model, load_checkpoint
-    from hw4lib.perplexity import perplexity
+    from hw4lib.perplexity import earned_share, perplexity
 
     path = Path(path)
     if not path.exists():

@@ -115,3 +115,11 @@ def perplexity(model: torch.nn.Module, data: Data, **kwargs) -> float:
     """``exp`` of :func:`evaluate_nll` (same keyword arguments)."""
     nll = evaluate_nll(model, data, **kwargs)
     return math.exp(nll) if math.isfinite(nll) else float("nan")
+
+
+def earned_share(ppl: float, full: float, zero: float) -> float:
+    """The share of the perplexity points (grader and stage-7 check): all at or below ``full``, none at or above
+    ``zero``, linear between."""
+    if not math.isfinite(ppl) or ppl >= zero:
+        return 0.0
+    return 1.0 if ppl <= full else (zero - ppl) / (zero - full)

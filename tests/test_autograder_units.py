@@ -117,3 +117,13 @@ def test_config_parts_total_100_and_thresholds_per_track():
     assert sum(p.points for p in config.parts) == 100
     assert config.thresholds == (221.0, 400.0)
     assert set(config.perplexity["tracks"]) == {"cpu", "gpu"}
+
+
+def test_docs_show_the_graded_properties_as_generated():
+    """docs/grading.md's table of promises and points is `python -m autograder properties`, not a restatement."""
+    from autograder.judge import properties_table
+    from hw4lib.components import REPO_ROOT
+
+    text = (REPO_ROOT / "docs" / "grading.md").read_text()
+    shown = text.split("<!-- properties table: python -m autograder properties -->\n")[1].split("\n<!-- end")[0]
+    assert shown.strip() == properties_table(load_config()).strip(), "regenerate the table in docs/grading.md"
