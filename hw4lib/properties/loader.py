@@ -93,6 +93,12 @@ def observe(c: Any, inp: dict) -> dict:
     long = Loader(inp["long"], shuffle=False, seed=seed, **LONG)
     obs["long"] = attempt(lambda: [_lengths(long), _lengths(long)])
     obs["clamp"] = attempt(lambda: _lengths(Loader(inp["clamp"], shuffle=False, seed=seed, **CLAMP)))
+
+    def tiny() -> list[int]:  # a corpus shorter than one window still yields a batch
+        loader = Loader(inp["main"][:1], batch_size=B, bptt=BPTT, shuffle=False, seed=seed, std=STD)
+        return [int(len(loader)), len(_epoch(loader))]
+
+    obs["tiny"] = attempt(tiny)
     return obs
 
 
@@ -254,7 +260,7 @@ def reproducible(inp: dict, obs: dict) -> list[str]:
     return problems
 
 
-@PART.prop("len(loader) estimates the number of batches in an epoch")
+@PART.prop("len(loader) estimates the number of batches in an epoch, at least 1 when there is one")
 def length_estimate(inp: dict, obs: dict) -> list[str]:
     n, est = len(obs["epochs"][0]), obs["len"]
     if failed(est):
@@ -262,6 +268,12 @@ def length_estimate(inp: dict, obs: dict) -> list[str]:
     if not 0.8 * n <= est <= 1.25 * n:
         return [f"len(loader) is {est} but an epoch has {n} batches; estimate it as (rows - 1) / expected window "
                 "length"]
+    tiny = obs["tiny"]
+    if failed(tiny):
+        return [f"a loader over one short article failed: {failed(tiny)}"]
+    if tiny[1] >= 1 and tiny[0] < 1:
+        return [f"len(loader) is {tiny[0]} for a corpus shorter than one window, which still yields {tiny[1]} "
+                "batch(es): the estimate is at least 1 (round up, or max(1, ...))"]
     return []
 
 
