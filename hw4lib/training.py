@@ -348,6 +348,7 @@ class Trainer:
             # final score in finish() is always fp32.
             with precision_context(self.precision, self.device):
                 val_loss = evaluate_nll(self.model, self.valid_check, batch_size=cfg.eval_batch_size, bptt=cfg.bptt)
+            eval_s = time.perf_counter() - check_start
             if not math.isfinite(val_loss):
                 raise HW4Error(
                     f"validation loss is {val_loss} at step {self.state.step}: the weights hold NaN or inf. "
@@ -367,7 +368,8 @@ class Trainer:
             "tokens": self.state.tokens,
             "elapsed_s": round(self.state.elapsed_s, 2),
             "wall_s": round(self._tick(), 2),
-            "check_s": round(time.perf_counter() - check_start, 2),
+            "eval_s": round(eval_s, 3),  # the evaluation alone
+            "check_s": round(time.perf_counter() - check_start, 3),  # with model.pt (checkpoint.pt not counted)
             "lr": getattr(self.optimizer, "lr", None),
             "train_loss": self._window_loss / max(1, self._window_batches),
             "val_loss": val_loss,
@@ -412,13 +414,16 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------- training
     def _final_eval_estimate_s(self) -> float:
-        """Seconds the closing check and the final evaluation will take, from the last check's duration (scaled
-        by the number of tokens the final evaluation reads); 0 before the first check."""
+        """Seconds the closing check and the final evaluation will take: the last check's duration, plus its
+        evaluation time scaled to the tokens the final evaluation reads. 0 before the first check (a budget that
+        ends before any check is overrun by one check and the final evaluation)."""
         if not self.state.history:
             return 0.0
-        check_s = float(self.state.history[-1].get("check_s", 0.0))
+        last = self.state.history[-1]
+        check_s = float(last.get("check_s", 0.0))
+        eval_s = float(last.get("eval_s", check_s))
         final_tokens = sum(len(a) for a in self.data.valid)
-        return check_s + check_s * final_tokens / max(1, len(self.valid_check))
+        return check_s + eval_s * final_tokens / max(1, len(self.valid_check))
 
     def _out_of_time(self) -> bool:
         cfg = self.config
