@@ -297,6 +297,8 @@ class Trainer:
         changed = {
             k for k, v in asdict(self.config).items() if k not in RESUMABLE_CHANGES and saved.get(k) != v
         }
+        if "precision" in changed and self._resolves_to(saved["precision"]) == self.precision:
+            changed.discard("precision")  # "auto" and what it resolves to on this machine compute the same
         if changed:
             raise HW4Error(
                 f"{self.out / 'checkpoint.pt'} belongs to a run with other settings ({', '.join(sorted(changed))}"
@@ -323,6 +325,12 @@ class Trainer:
             self.state.wall_s += now - self._wall_mark
         self._wall_mark = now
         return self.state.wall_s
+
+    def _resolves_to(self, precision: str) -> str | None:
+        try:
+            return resolve_precision(precision, self.device)
+        except HW4Error:
+            return None
 
     def _save_checkpoint(self) -> None:
         self._tick()

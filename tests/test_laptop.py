@@ -175,6 +175,19 @@ def test_wall_budget_reserves_the_closing_check_and_the_final_evaluation(C, gram
     assert trainer._out_of_time()
 
 
+def test_awd_run_resumed_mid_way_ends_where_a_straight_run_ends(C, grammar_data, tmp_path):
+    """The SIGKILL test of test_training.py, in-process and tiny: stopped after a check, resumed, same end."""
+    cfg = dict(eval_interval=7, wall_budget_min=30.0)
+    straight = train(tiny(epochs=2, **cfg), C, tmp_path / "a", run_data=grammar_data, **QUIET)
+    train(tiny(epochs=1, **cfg), C, tmp_path / "b", run_data=grammar_data, **QUIET)
+    resumed = train(tiny(epochs=2, **cfg), C, tmp_path / "b", run_data=grammar_data, **QUIET)
+    assert [h["val_loss"] for h in straight["history"]] == [h["val_loss"] for h in resumed["history"]]
+    sa = load_checkpoint(tmp_path / "a" / "model.pt")["state_dict"]
+    sb = load_checkpoint(tmp_path / "b" / "model.pt")["state_dict"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert resumed["wall_s"] >= resumed["history"][-1]["wall_s"] > 0
+
+
 def test_resume_with_the_new_fields_and_from_an_older_checkpoint(C, grammar_data, tmp_path):
     first = train(tiny(epochs=1), C, tmp_path, run_data=grammar_data, **QUIET)
     # A checkpoint written before the laptop-track settings existed still resumes (missing = the defaults).
@@ -186,8 +199,16 @@ def test_resume_with_the_new_fields_and_from_an_older_checkpoint(C, grammar_data
     second = train(tiny(epochs=2, wall_budget_min=30.0), C, tmp_path, run_data=grammar_data, **QUIET)
     assert second["history"][0] == first["history"][0] and len(second["history"]) == 2
     assert second["steps"] > first["steps"] and second["history"][1]["epoch"] == 2
+    # A run that started before the cpu preset said precision="auto" computed in fp32: where auto means fp32, it
+    # resumes.
+    if cpu_runtime.resolve_precision("auto", "cpu") == "fp32":
+        third = train(tiny(epochs=3, precision="auto"), C, tmp_path, run_data=grammar_data, **QUIET)
+        assert len(third["history"]) == 3
+    else:
+        with pytest.raises(HW4Error, match="other settings \\(precision"):
+            train(tiny(epochs=3, precision="auto"), C, tmp_path, run_data=grammar_data, **QUIET)
     with pytest.raises(HW4Error, match="other settings \\(eval_every_min"):
-        train(tiny(epochs=3, eval_every_min=1.0), C, tmp_path, run_data=grammar_data, **QUIET)
+        train(tiny(epochs=4, eval_every_min=1.0), C, tmp_path, run_data=grammar_data, **QUIET)
 
 
 # ------------------------------------------------------------------------------------------------------ bench
