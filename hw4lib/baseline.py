@@ -148,7 +148,7 @@ class ContiguousLoader:
         self.epoch += 1
 
 
-def train_batch(model: nn.Module, optimizer: PlateauSGD, inputs: torch.Tensor, targets: torch.Tensor, hidden: Any,
+def plain_train_batch(model: nn.Module, optimizer: PlateauSGD, inputs: torch.Tensor, targets: torch.Tensor, hidden: Any,
                 seq_len: int, bptt: int, alpha: float = 0.0, beta: float = 0.0, clip: float = 0.25
                 ) -> tuple[float, Any]:
     """One step of truncated BPTT: cross-entropy, backward, clipping, SGD. ``alpha``/``beta`` (AR/TAR) must be 0:
@@ -172,5 +172,5 @@ def components() -> SimpleNamespace:
     """The baseline under the names the trainer drives (in place of the course's components)."""
     return SimpleNamespace(
         __name__="hw4lib.baseline", LanguageModel=PlainLSTM, NTASGD=PlateauSGD,
-        LanguageModelDataLoader=ContiguousLoader, train_batch=train_batch,
+        LanguageModelDataLoader=ContiguousLoader, train_batch=plain_train_batch,
     )
