@@ -61,6 +61,7 @@ def _dataset_of(args: argparse.Namespace, ckpt: dict) -> str:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    tune_malloc()  # each window's logits (70 x 10 x V floats) reuse the same memory instead of fresh mmaps
     _, model, ckpt = _load(args)
     dataset = _dataset_of(args, ckpt)
     split = corpora.load_split(dataset, args.split)
