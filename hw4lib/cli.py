@@ -1,4 +1,4 @@
-"""Command line: ``python -m hw4lib {data,train,evaluate,generate} ...``.
+"""Command line: ``python -m hw4lib {data,train,evaluate,generate,bench,curves} ...``.
 
 Each concept module registers its own sub-commands, so this file only wires them together.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hw4lib import data, runs
+from hw4lib import bench, curves, data, runs
 from hw4lib.errors import HW4Error
 
 
@@ -17,6 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     data.register_cli(sub)
     runs.register_cli(sub)
+    bench.register_cli(sub)
+    curves.register_cli(sub)
     return parser
 
 

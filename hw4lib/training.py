@@ -28,12 +28,14 @@ from tqdm.auto import tqdm
 
 from hw4lib import data as corpora
 from hw4lib.checkpoint import atomic_torch_save, build_model, load_checkpoint, safe_load, save_model
+from hw4lib.cpu_runtime import precision_context, resolve_precision, set_threads, tune_malloc
 from hw4lib.errors import HW4Error
 from hw4lib.files import atomic_write_json
 from hw4lib.perplexity import evaluate_nll
 
 # Settings that may change between a run and its resumption without changing what the run computes.
-RESUMABLE_CHANGES = {"epochs", "time_budget_min", "device", "progress_every"}
+RESUMABLE_CHANGES = {"epochs", "time_budget_min", "wall_budget_min", "device", "progress_every", "preset", "threads"}
+ARCHITECTURES = ("awd", "plain")
 
 
 @dataclass
@@ -68,12 +70,24 @@ class TrainConfig:
     eval_batch_size: int = 10
     max_train_tokens: int | None = None  # a slice of the training split (quick runs, tests)
     max_valid_tokens: int | None = None  # a slice of the validation split for the final score
-    time_budget_min: float | None = None  # stop training after this much wall-clock time (summed over resumes)
+    time_budget_min: float | None = None  # stop after this much time spent in training steps (summed over resumes)
+    # Stop in time for everything to end within this many minutes on the wall clock: training, the periodic checks
+    # and the final evaluation (summed over resumes; the minutes between a kill and the resume do not count).
+    wall_budget_min: float | None = None
+    eval_every_min: float | None = None  # a validation check every this many wall-clock minutes (with eval_interval)
     device: str = "auto"
+    # "fp32", "bf16" (autocast; CPU only with native bf16, see hw4lib.cpu_runtime) or "auto" (bf16 where native)
+    precision: str = "fp32"
+    threads: int | None = None  # torch intra-op threads; None: torch's default (one per core)
+    architecture: str = "awd"  # "awd": the course's components; "plain": hw4lib.baseline (no components needed)
+    preset: str | None = None  # the preset's name (a label: get_preset sets it)
     progress_every: int = 50  # batches between log lines
 
     def model_config(self, vocab_size: int) -> dict[str, Any]:
-        """The ``LanguageModel`` constructor arguments."""
+        """The ``LanguageModel`` constructor arguments (of ``PlainLSTM`` for the ``plain`` architecture)."""
+        if self.architecture == "plain":
+            return {"vocab_size": vocab_size, "embed_size": self.embed_size, "hidden_size": self.hidden_size,
+                    "num_layers": self.num_layers, "dropout": self.dropout, "tie_weights": self.tie_weights}
         return {
             "vocab_size": vocab_size,
             "embed_size": self.embed_size,
@@ -95,11 +109,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         dropout=0.1, dropouth=0.1, dropouti=0.1, dropoute=0.0, wdrop=0.1, alpha=2.0, beta=1.0,
         max_train_tokens=40_000, max_valid_tokens=10_000, eval_batch_size=10, progress_every=20,
     ),
-    # A student laptop (2 cores, no GPU), 60 minutes of training; see docs/training.md for measured runs.
+    # A student laptop (2 cores, no GPU): 60 minutes on the wall clock, checks and the final evaluation included;
+    # bf16 autocast where the CPU runs it natively (else fp32). See docs/training.md for measured runs.
     "cpu": dict(
         embed_size=200, hidden_size=400, num_layers=3, batch_size=20, bptt=70, epochs=100, lr=30.0,
         dropout=0.2, dropouth=0.1, dropouti=0.2, dropoute=0.02, wdrop=0.2, nonmono=5,
-        eval_interval=300, eval_tokens=40_000, time_budget_min=58.0,
+        eval_interval=300, eval_tokens=40_000, wall_budget_min=60.0, precision="auto",
+    ),
+    # The baseline: a plain 2 x 200 LSTM shaped like PyTorch's word-language-model example (hw4lib.baseline),
+    # on the same wall-clock budget and checking slice as `cpu`, checks every 5 minutes.
+    "plain": dict(
+        architecture="plain", embed_size=200, hidden_size=200, num_layers=2, tie_weights=False, dropout=0.2,
+        dropouth=0.0, dropouti=0.0, dropoute=0.0, wdrop=0.0, alpha=0.0, beta=0.0, weight_decay=0.0,
+        lr=20.0, clip=0.25, batch_size=20, bptt=35, epochs=100, eval_tokens=40_000, eval_every_min=5.0,
+        wall_budget_min=60.0, precision="fp32",
     ),
     # The paper, for one GPU (WikiText-2 values; PTB overrides below).
     "paper": dict(),
@@ -113,7 +136,7 @@ def get_preset(name: str, dataset: str = "wikitext2", **overrides: Any) -> Train
     """The named preset for a dataset, with optional overrides (``None`` values are ignored)."""
     if name not in PRESETS:
         raise HW4Error(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    values = {**PRESETS[name], **DATASET_OVERRIDES.get((name, dataset), {}), "dataset": dataset}
+    values = {**PRESETS[name], **DATASET_OVERRIDES.get((name, dataset), {}), "dataset": dataset, "preset": name}
     values.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**values)
 
@@ -163,7 +186,8 @@ class RunState:
     batch: int = 0  # batches done in the current epoch
     step: int = 0
     tokens: int = 0
-    elapsed_s: float = 0.0
+    elapsed_s: float = 0.0  # time spent in training steps
+    wall_s: float = 0.0  # wall-clock time of the run: steps, checks, checkpoints (summed over resumes)
     best_val_loss: float = math.inf
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
@@ -193,13 +217,32 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def components_for(config: TrainConfig, components: ModuleType | None) -> ModuleType:
+    """What the trainer drives: the given components for the AWD-LSTM, :mod:`hw4lib.baseline` for ``plain``."""
+    if config.architecture not in ARCHITECTURES:
+        raise HW4Error(f"unknown architecture {config.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
+    if config.architecture == "plain":
+        from hw4lib import baseline
+
+        return baseline.components()  # type: ignore[return-value]
+    if components is None:
+        raise HW4Error("the awd architecture trains the course's components: pass them (load_components(...))")
+    return components
+
+
+def _config_from_saved(saved: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config with the settings it predates filled in with their defaults."""
+    defaults = asdict(TrainConfig())
+    return {**defaults, **saved}
+
+
 class Trainer:
-    """One run in one folder. ``run()`` trains until the epochs or the time budget are used up."""
+    """One run in one folder. ``run()`` trains until the epochs or a time budget are used up."""
 
     def __init__(
         self,
         config: TrainConfig,
-        components: ModuleType,
+        components: ModuleType | None,
         out_dir: str | Path,
         *,
         run_data: RunData | None = None,
@@ -208,13 +251,19 @@ class Trainer:
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
-        self.components = components
+        self.components = components = components_for(config, components)
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.progress = progress
         self._log_file = self.out / "train.log"
         self._echo = log or tqdm.write
         self.device = resolve_device(config.device)
+        self.precision = resolve_precision(config.precision, self.device)
+        if self.precision == "fp16":
+            raise HW4Error("fp16 training needs loss scaling (a GradScaler) inside train_batch, which the course's "
+                           "train_batch does not have: use bf16 on a GPU that supports it, or fp32")
+        self.malloc_tuned = tune_malloc() if self.device.type == "cpu" else False
+        self.threads = set_threads(config.threads)
         self.data = run_data or RunData.from_dataset(config)
         self.model_config = config.model_config(self.data.vocab_size)
 
@@ -231,6 +280,7 @@ class Trainer:
         self.state = RunState()
         self.hidden: Any = None
         self._window_loss, self._window_batches = 0.0, 0
+        self._wall_mark: float | None = None  # perf_counter when wall_s was last brought up to date
         if resume and (self.out / "checkpoint.pt").exists():
             self._resume()
 
@@ -243,10 +293,12 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ checkpoints
     def _resume(self) -> None:
         ckpt = safe_load(self.out / "checkpoint.pt", "training checkpoint")
-        saved = ckpt.get("config", {})
+        saved = _config_from_saved(ckpt.get("config", {}))
         changed = {
             k for k, v in asdict(self.config).items() if k not in RESUMABLE_CHANGES and saved.get(k) != v
         }
+        if "precision" in changed and self._resolves_to(saved["precision"]) == self.precision:
+            changed.discard("precision")  # "auto" and what it resolves to on this machine compute the same
         if changed:
             raise HW4Error(
                 f"{self.out / 'checkpoint.pt'} belongs to a run with other settings ({', '.join(sorted(changed))}"
@@ -265,7 +317,23 @@ class Trainer:
             f"batch {self.state.batch}, step {self.state.step}"
         )
 
+    # ------------------------------------------------------------------------------------------- wall clock
+    def _tick(self) -> float:
+        """Brings ``state.wall_s`` up to now and returns it. The clock runs only inside :meth:`run`."""
+        now = time.perf_counter()
+        if self._wall_mark is not None:
+            self.state.wall_s += now - self._wall_mark
+        self._wall_mark = now
+        return self.state.wall_s
+
+    def _resolves_to(self, precision: str) -> str | None:
+        try:
+            return resolve_precision(precision, self.device)
+        except HW4Error:
+            return None
+
     def _save_checkpoint(self) -> None:
+        self._tick()
         atomic_torch_save(
             {
                 "config": asdict(self.config),
@@ -282,8 +350,13 @@ class Trainer:
     def validate(self) -> dict[str, Any]:
         """Scores the averaged weights (NT-ASGD), keeps the best model, feeds the trigger, checkpoints."""
         cfg = self.config
+        check_start = time.perf_counter()
         with self.optimizer.averaged():
-            val_loss = evaluate_nll(self.model, self.valid_check, batch_size=cfg.eval_batch_size, bptt=cfg.bptt)
+            # Checks run in the run's precision (evaluate_nll scores in float64 whatever the logits' type); the
+            # final score in finish() is always fp32.
+            with precision_context(self.precision, self.device):
+                val_loss = evaluate_nll(self.model, self.valid_check, batch_size=cfg.eval_batch_size, bptt=cfg.bptt)
+            eval_s = time.perf_counter() - check_start
             if not math.isfinite(val_loss):
                 raise HW4Error(
                     f"validation loss is {val_loss} at step {self.state.step}: the weights hold NaN or inf. "
@@ -302,6 +375,10 @@ class Trainer:
             "epoch": self.state.epoch + self.state.batch / max(1, len(self.loader)),
             "tokens": self.state.tokens,
             "elapsed_s": round(self.state.elapsed_s, 2),
+            "wall_s": round(self._tick(), 2),
+            "eval_s": round(eval_s, 3),  # the evaluation alone
+            "check_s": round(time.perf_counter() - check_start, 3),  # with model.pt (checkpoint.pt not counted)
+            "lr": getattr(self.optimizer, "lr", None),
             "train_loss": self._window_loss / max(1, self._window_batches),
             "val_loss": val_loss,
             "val_ppl": math.exp(val_loss),
@@ -331,6 +408,10 @@ class Trainer:
             "tokens": self.state.tokens,
             "elapsed_s": round(self.state.elapsed_s, 2),
             "tokens_per_s": self.state.tokens / self.state.elapsed_s if self.state.elapsed_s else None,
+            "wall_s": round(self.state.wall_s, 2),
+            "precision": self.precision,
+            "threads": self.threads,
+            "malloc_tuned": self.malloc_tuned,
             "asgd_trigger_step": self.optimizer.trigger_step,
             "finished": final,
             "history": self.state.history,
@@ -340,13 +421,39 @@ class Trainer:
         return metrics
 
     # ------------------------------------------------------------------------------------------- training
+    def _final_eval_estimate_s(self) -> float:
+        """Seconds the closing check and the final evaluation will take: the last check's duration, plus its
+        evaluation time scaled to the tokens the final evaluation reads. 0 before the first check (a budget that
+        ends before any check is overrun by one check and the final evaluation)."""
+        if not self.state.history:
+            return 0.0
+        last = self.state.history[-1]
+        check_s = float(last.get("check_s", 0.0))
+        eval_s = float(last.get("eval_s", check_s))
+        final_tokens = sum(len(a) for a in self.data.valid)
+        return check_s + eval_s * final_tokens / max(1, len(self.valid_check))
+
     def _out_of_time(self) -> bool:
-        budget = self.config.time_budget_min
-        return budget is not None and self.state.elapsed_s >= budget * 60
+        cfg = self.config
+        if cfg.time_budget_min is not None and self.state.elapsed_s >= cfg.time_budget_min * 60:
+            return True
+        if cfg.wall_budget_min is not None:
+            return self._tick() + self._final_eval_estimate_s() >= cfg.wall_budget_min * 60
+        return False
+
+    def _check_due(self) -> bool:
+        cfg = self.config
+        if cfg.eval_interval and self.state.step % cfg.eval_interval == 0:
+            return True
+        if cfg.eval_every_min:
+            last = self.state.history[-1].get("wall_s", 0.0) if self.state.history else 0.0
+            return self._tick() - last >= cfg.eval_every_min * 60
+        return False
 
     def run(self) -> dict[str, Any]:
         """Trains to the end, then scores the best model on the whole validation slice."""
         cfg, comps = self.config, self.components
+        self._wall_mark = time.perf_counter()
         while self.state.epoch < cfg.epochs and not self._out_of_time():
             self.loader.epoch = self.state.epoch
             batches = iter(self.loader)
@@ -361,10 +468,11 @@ class Trainer:
             finished_epoch = True
             for inputs, targets, seq_len in bar:
                 start = time.perf_counter()
-                loss, self.hidden = comps.train_batch(
-                    self.model, self.optimizer, inputs.to(self.device), targets.to(self.device), self.hidden,
-                    seq_len, cfg.bptt, alpha=cfg.alpha, beta=cfg.beta, clip=cfg.clip,
-                )
+                with precision_context(self.precision, self.device):
+                    loss, self.hidden = comps.train_batch(
+                        self.model, self.optimizer, inputs.to(self.device), targets.to(self.device), self.hidden,
+                        seq_len, cfg.bptt, alpha=cfg.alpha, beta=cfg.beta, clip=cfg.clip,
+                    )
                 if not math.isfinite(loss):
                     raise HW4Error(
                         f"the training loss became {loss} at step {self.state.step + 1}. The last good "
@@ -378,27 +486,35 @@ class Trainer:
                 self._window_loss += loss
                 self._window_batches += 1
                 bar.set_postfix(loss=f"{loss:.3f}", ppl=f"{math.exp(min(loss, 50)):.0f}", refresh=False)
-                if cfg.eval_interval and self.state.step % cfg.eval_interval == 0:
+                if self._check_due():
                     self.validate()
                 if self._out_of_time():
                     finished_epoch = False
                     break
             bar.close()
+            checked_now = bool(self.state.history) and self.state.history[-1]["step"] == self.state.step
             if finished_epoch:
                 self.state.epoch += 1
                 self.state.batch = 0
-                self.validate()
-            elif self.state.history[-1]["step"] != self.state.step:
+                if checked_now:  # a check fell on the epoch's last batch: record the new position only
+                    self._save_checkpoint()
+                    self._write_metrics(final=False)
+                else:
+                    self.validate()
+            elif not checked_now:
                 self.validate()
         return self.finish()
 
     def finish(self) -> dict[str, Any]:
-        """Scores ``model.pt`` (the best averaged weights) on the whole validation slice."""
+        """Scores ``model.pt`` (the best averaged weights) on the whole validation slice, in fp32."""
+        if self._wall_mark is None:
+            self._wall_mark = time.perf_counter()
         if not self.state.history:
             self.validate()
         ckpt = load_checkpoint(self.out / "model.pt")
         best = build_model(self.components, ckpt, self.device)
         val_loss = evaluate_nll(best, self.data.valid, batch_size=self.config.eval_batch_size, bptt=self.config.bptt)
+        self._tick()
         metrics = self._write_metrics(
             final=True,
             extra={"val_ppl": math.exp(val_loss), "val_loss": val_loss, "val_ppl_scope": "validation split"},
@@ -411,7 +527,7 @@ class Trainer:
 
 def train(
     config: TrainConfig,
-    components: ModuleType,
+    components: ModuleType | None,
     out_dir: str | Path,
     *,
     run_data: RunData | None = None,
