@@ -28,7 +28,7 @@ import torch
 from autograder import course, judge, sandbox
 from autograder.config import Config
 from autograder.config import load as load_config
-from hw4lib import checkpoint
+from hw4lib import checkpoint, cpu_runtime
 from hw4lib.errors import HW4Error
 
 RUNTIME_FILES = ("probe.py",)
@@ -302,6 +302,7 @@ def grade_all(submissions: Path, out: Path, *, config_path: Path | None = None, 
     slices = grading_slices(config)
     workers = workers or int(config.grading.get("workers") or 0) or os.cpu_count() or 1
     torch.set_num_threads(1)
+    cpu_runtime.tune_malloc()  # the judge's perplexity runs here; the sandboxed probe keeps glibc's defaults
 
     def one(student: str) -> tuple[str, dict]:
         t0 = time.monotonic()
