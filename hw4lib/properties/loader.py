@@ -95,7 +95,8 @@ def observe(c: Any, inp: dict) -> dict:
     obs["clamp"] = attempt(lambda: _lengths(Loader(inp["clamp"], shuffle=False, seed=seed, **CLAMP)))
 
     def tiny() -> list[int]:  # a corpus shorter than one window still yields a batch
-        loader = Loader(inp["main"][:1], batch_size=B, bptt=BPTT, shuffle=False, seed=seed, std=STD)
+        short = [np.arange(B * (BPTT // 2), dtype=np.int64)]  # BPTT // 2 rows: fewer than one mean window
+        loader = Loader(short, batch_size=B, bptt=BPTT, shuffle=False, seed=seed, std=STD)
         return [int(len(loader)), len(_epoch(loader))]
 
     obs["tiny"] = attempt(tiny)
