@@ -139,6 +139,7 @@ def test_solutions_run_under_nbval(tmp_path, prepared_data):
 def test_release_runs_top_to_bottom_with_stubs(tmp_path, prepared_data, monkeypatch):
     """Every released notebook runs to the end: checks fail in words, no raw NotImplementedError tracebacks,
     and the kernel stays alive."""
+    from jupyter_core.utils import run_sync
     from nbclient import NotebookClient
 
     paths = stripped_set(RELEASE, tmp_path)
@@ -151,10 +152,10 @@ def test_release_runs_top_to_bottom_with_stubs(tmp_path, prepared_data, monkeypa
         client = NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True,
                                 resources={"metadata": {"path": str(tmp_path)}})
         with client.setup_kernel():
-            client.execute_cell  # noqa: B018 (the kernel is up)
             for index, cell in enumerate(nb.cells):
                 client.execute_cell(cell, index)
-            assert client.km.is_alive(), f"{path.name}: the kernel died"
+            # the kernel manager is asynchronous: a bare is_alive() is a coroutine, always truthy
+            assert run_sync(client.km.is_alive)(), f"{path.name}: the kernel died"
         for cell in nb.cells:
             if cell.cell_type != "code":
                 continue
