@@ -51,8 +51,10 @@ def plain(value):
 
 def run_part(part: str, request: dict, io_dir: Path) -> dict:
     sub, seed = Path(request["submission"]), int(request["seed"])
-    # The student's code may draw from torch's global generator (dropout masks): seed it per part, so a rerun
-    # after another part crashed the probe draws the same numbers. This process holds one student only.
+    # The student's code may draw from torch's global generator (dropout masks), and only that generator can make
+    # it reproducible: seed it per part, so a rerun after another part crashed draws the same numbers. This is the
+    # sandboxed probe process of ONE student, single-threaded; the grading threads never run this line, and the
+    # properties' own inputs and draws come from torch.Generators.
     torch.manual_seed(zlib.crc32(f"{seed}:{part}".encode()))
     try:
         c = components(sub, tuple(request["stages"][part]))
