@@ -1,4 +1,4 @@
-"""``python -m autograder release`` (notebooks/ from solutions/), ``grade`` and ``properties`` (what is graded)."""
+"""``python -m autograder release`` (notebooks/ from solutions/), ``grade``, ``similarity`` and ``properties``."""
 
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     grd.add_argument("--workers", type=int, default=None, help="students graded at once (default: cores)")
     grd.add_argument("--seed", type=int, default=None, help="grading seed (default: random, recorded)")
     grd.add_argument("--source", type=Path, default=None, help=argparse.SUPPRESS)  # source notebooks (tests)
+    sim = sub.add_parser("similarity", help="pairwise code similarity of submissions (copydetect, MOSS's method)")
+    sim.add_argument("--submissions", type=Path, required=True, help="folder with one sub-folder per student")
+    sim.add_argument("--out", type=Path, required=True, help="similarity.csv, similarity.html, code/")
+    sim.add_argument("--release", type=Path, default=None, help="released notebooks (boilerplate; default notebooks/)")
     prp = sub.add_parser("properties", help="print the markdown table of graded promises and their points")
     prp.add_argument("--config", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -32,6 +36,15 @@ def main(argv: list[str] | None = None) -> int:
         from autograder.judge import properties_table
 
         print(properties_table(load_config(args.config)))
+    elif args.command == "similarity":
+        from autograder.similarity import FLAG_AT, report
+
+        rows = report(args.submissions, args.out, args.release)
+        flagged = [r for r in rows if r["score"] >= FLAG_AT]
+        for r in flagged:
+            print(f"{r['student_a']:24s} {r['student_b']:24s} {r['score']:.2f}")
+        print(f"{len(flagged)} of {len(rows)} pairs at or above {FLAG_AT}; "
+              f"wrote {args.out / 'similarity.csv'} and {args.out / 'similarity.html'}")
     elif args.command == "grade":
         from autograder.grade import grade_all
 

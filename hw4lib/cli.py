@@ -1,4 +1,4 @@
-"""Command line: ``python -m hw4lib {data,train,evaluate,generate,bench,curves} ...``.
+"""Command line: ``python -m hw4lib {data,train,evaluate,generate,bench,curves,cache} ...``.
 
 Each concept module registers its own sub-commands, so this file only wires them together.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hw4lib import bench, curves, data, runs
+from hw4lib import bench, cache_pointer, curves, data, runs
 from hw4lib.errors import HW4Error
 
 
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.register_cli(sub)
     bench.register_cli(sub)
     curves.register_cli(sub)
+    cache_pointer.register_cli(sub)
     return parser
 
 

@@ -30,7 +30,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         args.preset, args.dataset, epochs=args.epochs, time_budget_min=args.time_budget, lr=args.lr,
         max_train_tokens=args.max_train_tokens, seed=args.seed, device=args.device, batch_size=args.batch_size,
         wall_budget_min=args.wall_budget, eval_every_min=args.eval_every_min, precision=args.precision,
-        threads=args.threads,
+        threads=args.threads, bptt=args.bptt, lr_decay_frac=args.lr_decay_frac,
     )
     # The plain baseline brings its own model and optimizer (hw4lib.baseline): no components to load.
     components = None if config.architecture == "plain" else load_components(args.impl)
@@ -44,7 +44,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(args: argparse.Namespace) -> tuple[ModuleType, torch.nn.Module, dict]:
+def load_model(args: argparse.Namespace) -> tuple[ModuleType, torch.nn.Module, dict]:
     """The components of ``--impl``, the model of ``--checkpoint`` built from them, and the checkpoint."""
     ckpt = load_checkpoint(args.checkpoint)
     if ckpt.get("meta", {}).get("config", {}).get("architecture") == "plain":
@@ -56,14 +56,14 @@ def _load(args: argparse.Namespace) -> tuple[ModuleType, torch.nn.Module, dict]:
     return components, build_model(components, ckpt, resolve_device(args.device)), ckpt
 
 
-def _dataset_of(args: argparse.Namespace, ckpt: dict) -> str:
+def dataset_of(args: argparse.Namespace, ckpt: dict) -> str:
     return args.dataset or ckpt.get("meta", {}).get("dataset", "wikitext2")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     tune_malloc()  # each window's logits (70 x 10 x V floats) reuse the same memory instead of fresh mmaps
-    _, model, ckpt = _load(args)
-    dataset = _dataset_of(args, ckpt)
+    _, model, ckpt = load_model(args)
+    dataset = dataset_of(args, ckpt)
     split = corpora.load_split(dataset, args.split)
     device = next(model.parameters()).device
     start = time.perf_counter()
@@ -77,8 +77,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    components, model, ckpt = _load(args)
-    vocab = corpora.load_vocab(_dataset_of(args, ckpt))
+    components, model, ckpt = load_model(args)
+    vocab = corpora.load_vocab(dataset_of(args, ckpt))
     index = {word: i for i, word in enumerate(vocab)}
     words = args.prompt.split()
     if not words:
@@ -113,7 +113,10 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                    help="autocast precision (default: preset's; 'auto' = bf16 where the CPU runs it natively)")
     p.add_argument("--threads", type=int, help="torch threads (1 is faster when another job keeps a core busy)")
     p.add_argument("--lr", type=float)
+    p.add_argument("--lr-decay-frac", type=float,
+                   help="lower the learning rate linearly to 0 over this last fraction of the wall budget (0: off)")
     p.add_argument("--batch-size", type=int)
+    p.add_argument("--bptt", type=int, help="mean BPTT length of training windows")
     p.add_argument("--max-train-tokens", type=int, help="train on the first N tokens only")
     p.add_argument("--seed", type=int)
     p.add_argument("--no-resume", action="store_true", help="start over even if RUN_DIR has a checkpoint")

@@ -95,8 +95,10 @@ def grading_config(tmp_path_factory, trained_model, prepared_data) -> dict:
     text = re.sub(r"(?m)^tokens = \d+", f"tokens = {GRADED_TOKENS}", text)
     text = re.sub(r"(?m)^part_wall_s = \d+", "part_wall_s = 15", text)
     text = re.sub(r"(?m)^memory_mb = \d+", "memory_mb = 3072", text)
-    text = re.sub(r"(?m)^full = 221.0", f"full = {ppl * 1.01:.3f}", text)
-    text = re.sub(r"(?m)^zero = 400.0", f"zero = {ppl * 3:.3f}", text)
+    # The cpu track's thresholds: the first `full` and `zero` of the file ([perplexity.tracks.cpu] comes first).
+    assert text.index("[perplexity.tracks.cpu]") < text.index("[perplexity.tracks.gpu]")
+    text = re.sub(r"(?m)^full = [0-9.]+$", f"full = {ppl * 1.01:.3f}", text, count=1)
+    text = re.sub(r"(?m)^zero = [0-9.]+$", f"zero = {ppl * 3:.3f}", text, count=1)
     path = tmp_path_factory.mktemp("grading_config") / "test_config.toml"
     path.write_text(text)
     return {"path": path, "ppl": ppl}

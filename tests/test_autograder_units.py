@@ -115,7 +115,7 @@ def test_sandbox_stops_floods_and_endless_loops(tmp_path):
 def test_config_parts_total_100_and_thresholds_per_track():
     config = load_config()
     assert sum(p.points for p in config.parts) == 100
-    assert config.thresholds == (221.0, 400.0)
+    assert config.thresholds == (150.0, 430.0)
     assert set(config.perplexity["tracks"]) == {"cpu", "gpu"}
 
 

@@ -105,7 +105,9 @@ def test_bf16_context_trains_one_step_or_is_refused_clearly(C):
 def test_presets_of_the_laptop_track():
     cpu = get_preset("cpu")
     assert (cpu.embed_size, cpu.hidden_size, cpu.num_layers, cpu.batch_size, cpu.bptt, cpu.lr) == (
-        200, 400, 3, 20, 70, 30.0)
+        200, 400, 2, 20, 35, 45.0)
+    assert (cpu.dropout, cpu.dropouth, cpu.dropouti, cpu.dropoute, cpu.wdrop, cpu.lr_decay_frac) == (
+        0.1, 0.05, 0.1, 0.02, 0.1, 0.3)
     assert (cpu.preset, cpu.precision, cpu.wall_budget_min, cpu.architecture) == ("cpu", "auto", 60.0, "awd")
     plain = get_preset("plain")
     assert (plain.architecture, plain.embed_size, plain.hidden_size, plain.num_layers, plain.tie_weights) == (
@@ -173,6 +175,22 @@ def test_wall_budget_reserves_the_closing_check_and_the_final_evaluation(C, gram
     assert not trainer._out_of_time()
     trainer.state.wall_s = 60 - reserve + 0.01
     assert trainer._out_of_time()
+
+
+def test_lr_decay_falls_linearly_to_zero_over_the_budgets_last_fraction(C, grammar_data, tmp_path):
+    from hw4lib.training import Trainer
+
+    trainer = Trainer(tiny(wall_budget_min=10.0, lr_decay_frac=0.5), C, tmp_path, run_data=grammar_data, **QUIET)
+    trainer.state.history.append({"wall_s": 0.0, "check_s": 30.0, "eval_s": 30.0 * len(trainer.valid_check)
+                                  / sum(len(a) for a in grammar_data.valid)})  # reserve: 30 s + 30 s
+    scales = []
+    for wall in (0.0, 269.0, 270.0, 405.0, 540.0, 600.0):  # training ends at 600 - 60 = 540 s, decay from 270 s
+        trainer.state.wall_s = wall
+        scales.append(trainer.lr_scale())
+    assert scales == pytest.approx([1.0, 1.0, 1.0, 0.5, 0.0, 0.0])
+    assert Trainer(tiny(wall_budget_min=10.0), C, tmp_path / "off", run_data=grammar_data, **QUIET).lr_scale() == 1.0
+    assert Trainer(tiny(lr_decay_frac=0.5), C, tmp_path / "nobudget", run_data=grammar_data,
+                   **QUIET).lr_scale() == 1.0  # no wall budget: nothing to decay towards
 
 
 def test_awd_run_resumed_mid_way_ends_where_a_straight_run_ends(C, grammar_data, tmp_path):

@@ -1,0 +1,215 @@
+"""The continuous cache pointer (Grave et al. 2017) on a trained language model, at evaluation time.
+
+A model that has just read "... the Ottoman Empire ... the Ottoman" should find "Empire" likely again. The cache
+keeps the last layer's raw outputs ``h_i`` of the last ``window`` positions with the word that followed each, and
+at position ``t`` mixes a distribution over those words into the model's own:
+
+    p(w) = λ · p_cache(w) + (1 − λ) · p_vocab(w),    p_cache(w) ∝ Σ_{i in window, x_{i+1} = w} exp(θ · h_i·h_t)
+
+Nothing is learned: ``θ`` and ``λ`` are chosen on validation (:func:`grid_search`). The model runs once
+(:func:`collect`); the cache is then a matrix product per block of positions, vectorized over the window and the
+columns (no Python loop per token), so a grid of settings costs one product per ``(window, θ)``, not a model run.
+
+The text is read as :func:`hw4lib.perplexity.evaluate_nll` reads it (``batch_size`` contiguous columns, hidden
+state carried across windows); each column has its own cache, empty at the column's start. Where a position has
+no cached word yet (the first of each column) the model's own probability is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from hw4lib.errors import HW4Error
+from hw4lib.perplexity import Data, as_stream, batchify, windows
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    window: int  # how many past positions the cache holds
+    theta: float  # the inverse temperature of the cache's scores
+    lambdah: float  # the cache's share of the mixture
+
+    def __str__(self) -> str:
+        return f"window {self.window}, theta {self.theta:g}, lambda {self.lambdah:g}"
+
+
+# The settings of the paper's pointer runs (Merity et al. 2017, section 5 / salesforce/awd-lstm-lm's README).
+REFERENCE: dict[str, CacheSettings] = {
+    "ptb": CacheSettings(window=500, theta=1.0, lambdah=0.1),
+    "wikitext2": CacheSettings(window=3785, theta=0.662, lambdah=0.1279),
+}
+
+
+@dataclass
+class Collected:
+    """One pass of the model over a text: what the cache needs, column by column."""
+
+    keys: torch.Tensor  # (N, B, H) the last layer's raw outputs h_t, float32
+    targets: torch.Tensor  # (N, B) the word that followed each position
+    log_p_vocab: torch.Tensor  # (N, B) the model's log-probability of that word, float64
+    seconds: float  # time of the model pass
+
+    @property
+    def tokens(self) -> int:
+        return self.targets.numel()
+
+    def nll(self) -> float:
+        """The model's own mean negative log-likelihood (what evaluate_nll returns on the same text)."""
+        return float(-self.log_p_vocab.mean())
+
+
+@torch.no_grad()
+def collect(
+    model: torch.nn.Module, data: Data, *, batch_size: int = 10, bptt: int = 70, max_tokens: int | None = None,
+    progress: bool = False,
+) -> Collected:
+    """Runs ``model`` (eval mode) once over ``data``. The model must return ``(logits, hidden, raw_outputs, ...)``
+    with ``raw_outputs[-1]`` of shape (T, B, H): the course's ``LanguageModel`` does."""
+    device = next(model.parameters()).device
+    columns = batchify(as_stream(data, max_tokens), batch_size).to(device)
+    was_training = model.training
+    model.eval()
+    keys, targets, log_p, hidden = [], [], [], None
+    start = time.perf_counter()
+    try:
+        steps = windows(columns, bptt)
+        if progress:
+            steps = tqdm(steps, total=math.ceil((columns.size(0) - 1) / bptt), desc="model pass", leave=False)
+        for inputs, target in steps:
+            out = model(inputs, hidden)
+            if not isinstance(out, tuple) or len(out) < 3:
+                raise HW4Error("the cache pointer needs the model's raw outputs: model(inputs, hidden) must return "
+                               "(logits, hidden, raw_outputs, ...) as the course's LanguageModel does")
+            logits, hidden, raw = out[0], out[1], out[2]
+            keys.append(raw[-1].float())
+            targets.append(target)
+            log_p.append(F.log_softmax(logits.double(), dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1))
+    finally:
+        model.train(was_training)
+    return Collected(torch.cat(keys), torch.cat(targets), torch.cat(log_p), time.perf_counter() - start)
+
+
+def cache_probs(collected: Collected, window: int, theta: float, *, block: int | None = None) -> torch.Tensor:
+    """p_cache(x_{t+1}) at every position, (N, B) float64; NaN where the cache is still empty.
+
+    Position ``t`` attends to the positions ``t - window <= i < t`` of its own column: their words ``x_{i+1}`` are
+    known by then. One masked (B, rows, keys) product per block of ``block`` positions.
+    """
+    if window < 1:
+        raise HW4Error(f"the cache window must hold at least one position, not {window}")
+    keys = collected.keys.transpose(0, 1)  # (B, N, H)
+    words = collected.targets.t()  # (B, N)
+    n = keys.size(1)
+    # Blocks sized so that the (B, rows, window + rows) scores stay near 16 M floats.
+    block = block or max(16, (1 << 24) // max(1, keys.size(0) * (window + 256)))
+    out = torch.empty(collected.targets.shape, dtype=torch.float64, device=keys.device)
+    for s in range(0, n, block):
+        e = min(n, s + block)
+        lo = max(0, s - window)
+        scores = theta * torch.bmm(keys[:, s:e], keys[:, lo:e].transpose(1, 2))  # (B, rows, keys)
+        t = torch.arange(s, e, device=keys.device).unsqueeze(1)
+        i = torch.arange(lo, e, device=keys.device).unsqueeze(0)
+        visible = (i < t) & (i >= t - window)  # (rows, keys)
+        weights = torch.softmax(scores.masked_fill(~visible, float("-inf")).double(), dim=-1)  # NaN: no key yet
+        same = words[:, lo:e].unsqueeze(1) == words[:, s:e].unsqueeze(2)  # key's word is the word to predict
+        out[s:e] = (weights * same).sum(-1).t()
+    return out
+
+
+def mixed_nll(collected: Collected, p_cache: torch.Tensor, lambdah: float) -> float:
+    """Mean negative log-likelihood of ``λ·p_cache + (1−λ)·p_vocab``; the model alone where the cache is empty."""
+    p_vocab = collected.log_p_vocab.exp()
+    mixed = torch.where(torch.isnan(p_cache), p_vocab, lambdah * p_cache.nan_to_num(0.0) + (1 - lambdah) * p_vocab)
+    return float(-mixed.log().mean())
+
+
+def evaluate(collected: Collected, settings: CacheSettings) -> dict[str, Any]:
+    """The model's perplexity with and without the cache on the collected text, and the cache's speed."""
+    start = time.perf_counter()
+    nll = mixed_nll(collected, cache_probs(collected, settings.window, settings.theta), settings.lambdah)
+    cache_s = time.perf_counter() - start
+    return {
+        "settings": asdict(settings),
+        "tokens": collected.tokens,
+        "ppl_model": math.exp(collected.nll()),
+        "ppl_cache": math.exp(nll),
+        "model_pass_s": round(collected.seconds, 2),
+        "cache_s": round(cache_s, 2),
+        "cache_tokens_per_s": round(collected.tokens / cache_s) if cache_s else None,
+    }
+
+
+def grid_search(
+    collected: Collected, windows_: list[int], thetas: list[float], lambdas: list[float]
+) -> list[dict[str, Any]]:
+    """Every combination, best first: one cache product per (window, θ), the λ's are a cheap mix on top."""
+    rows = []
+    for window in windows_:
+        for theta in thetas:
+            p_cache = cache_probs(collected, window, theta)
+            for lam in lambdas:
+                rows.append({"window": window, "theta": theta, "lambdah": lam,
+                             "ppl": math.exp(mixed_nll(collected, p_cache, lam))})
+    return sorted(rows, key=lambda r: r["ppl"])
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from hw4lib import data as corpora
+    from hw4lib.cpu_runtime import tune_malloc
+    from hw4lib.runs import dataset_of, load_model
+
+    tune_malloc()
+    _, model, ckpt = load_model(args)
+    dataset = dataset_of(args, ckpt)
+    reference = REFERENCE[dataset]
+    settings = CacheSettings(args.window or reference.window, args.theta if args.theta is not None else
+                             reference.theta, args.lambdah if args.lambdah is not None else reference.lambdah)
+    result: dict[str, Any] = {"dataset": dataset, "split": args.split, "batch_size": args.batch_size}
+    if args.grid:
+        valid = collect(model, corpora.load_split(dataset, "valid"), batch_size=args.batch_size,
+                        max_tokens=args.max_tokens, progress=True)
+        grid = grid_search(valid, [settings.window], _floats(args.thetas), _floats(args.lambdas))
+        best = grid[0]
+        settings = CacheSettings(best["window"], best["theta"], best["lambdah"])
+        result["grid"] = grid
+        result["chosen_on_validation"] = asdict(settings)
+    text = collect(model, corpora.load_split(dataset, args.split), batch_size=args.batch_size,
+                   max_tokens=args.max_tokens, progress=True)
+    result.update(evaluate(text, settings))
+    print(json.dumps(result, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cache", help="perplexity of a model.pt with the continuous cache pointer (Grave et al. 2017)")
+    p.add_argument("--checkpoint", required=True, help="a model.pt of the course's LanguageModel")
+    p.add_argument("--impl", default="solutions", help="whose components build the model (as for evaluate)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dataset", choices=sorted(REFERENCE), help="default: the one the model was trained on")
+    p.add_argument("--split", choices=["valid", "test"], default="valid")
+    p.add_argument("--batch-size", type=int, default=10)
+    p.add_argument("--max-tokens", type=int)
+    p.add_argument("--window", type=int, help="default: the paper's for the dataset (PTB 500, WikiText-2 3785)")
+    p.add_argument("--theta", type=float, help="default: the paper's (PTB 1.0, WikiText-2 0.662)")
+    p.add_argument("--lambdah", type=float, help="default: the paper's (PTB 0.1, WikiText-2 0.1279)")
+    p.add_argument("--grid", action="store_true", help="choose theta and lambda on the validation split first")
+    p.add_argument("--thetas", default="0.3,0.5,0.662,0.8,1.0")
+    p.add_argument("--lambdas", default="0.05,0.1,0.1279,0.15,0.2")
+    p.add_argument("--json", help="also write the result here")
+    p.set_defaults(func=_cmd_cache)

@@ -1,0 +1,95 @@
+"""The continuous cache pointer: the vectorized cache against a per-token loop, what it must buy on text that
+repeats, and the CLI on a trained model (with lambda 0 it is the one perplexity)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from hw4lib import cache_pointer as cp
+from hw4lib import checkpoint
+from hw4lib import data as hw4data
+from hw4lib.components import load_components
+from hw4lib.perplexity import evaluate_nll
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _random_collected(n: int = 60, b: int = 3, h: int = 5, vocab: int = 6, seed: int = 0) -> cp.Collected:
+    g = torch.Generator().manual_seed(seed)
+    return cp.Collected(
+        keys=torch.randn(n, b, h, generator=g),
+        targets=torch.randint(vocab, (n, b), generator=g),
+        log_p_vocab=torch.rand(n, b, generator=g, dtype=torch.float64).clamp_min(1e-3).log(),
+        seconds=0.0,
+    )
+
+
+def _loop_cache_probs(c: cp.Collected, window: int, theta: float) -> torch.Tensor:
+    """The definition, one position at a time."""
+    n, b = c.targets.shape
+    out = torch.full((n, b), float("nan"), dtype=torch.float64)
+    for col in range(b):
+        for t in range(n):
+            past = list(range(max(0, t - window), t))
+            if not past:
+                continue
+            scores = torch.stack([theta * (c.keys[i, col] @ c.keys[t, col]) for i in past]).double()
+            weights = torch.softmax(scores, 0)
+            out[t, col] = sum(w for w, i in zip(weights, past, strict=True) if c.targets[i, col] == c.targets[t, col])
+    return out
+
+
+def test_vectorized_cache_is_the_definition():
+    c = _random_collected()
+    for window, block in ((7, 5), (1, 16), (100, 13)):  # blocks that cut windows, a one-word cache, a long window
+        fast = cp.cache_probs(c, window, 0.7, block=block)
+        slow = _loop_cache_probs(c, window, 0.7)
+        assert torch.equal(torch.isnan(fast), torch.isnan(slow))
+        assert torch.allclose(fast.nan_to_num(-1), slow.nan_to_num(-1), atol=1e-6)
+    assert torch.isnan(fast[0]).all() and not torch.isnan(fast[1:]).any()  # only the first position has no cache
+
+
+def test_cache_buys_perplexity_on_text_that_repeats():
+    # A cycle of 8 words: each word is always followed by the same word. Keys say which word was read, so after
+    # one lap the cache is sure of the next word; the "model" spreads its mass evenly over the 8.
+    vocab, n = 8, 64
+    words = torch.arange(n + 1) % vocab
+    keys = torch.nn.functional.one_hot(words[:n], vocab).float().unsqueeze(1) * 4.0
+    c = cp.Collected(keys=keys, targets=words[1:].unsqueeze(1), seconds=0.0,
+                     log_p_vocab=torch.full((n, 1), -math.log(vocab), dtype=torch.float64))
+    p = cp.cache_probs(c, window=20, theta=1.0)
+    assert (p[vocab:] > 0.99).all()
+    assert cp.mixed_nll(c, p, 0.0) == c.nll()
+    assert math.exp(cp.mixed_nll(c, p, 0.5)) < 0.6 * math.exp(c.nll())
+    rows = cp.grid_search(c, [20], [0.5, 1.0], [0.1, 0.5, 0.9])
+    assert rows[0]["lambdah"] == 0.9 and rows[0]["ppl"] == min(r["ppl"] for r in rows)
+
+
+def test_collect_reads_the_text_as_the_one_perplexity(trained_model):
+    model = checkpoint.build_model(load_components("solutions"), checkpoint.load_checkpoint(trained_model))
+    valid = hw4data.load_split("wikitext2", "valid")
+    c = cp.collect(model, valid, max_tokens=3000)
+    assert c.keys.shape[:2] == c.targets.shape and c.keys.size(2) == model.decoder.in_features
+    assert math.isclose(c.nll(), evaluate_nll(model, valid, max_tokens=3000), rel_tol=1e-9)
+
+
+def test_cache_cli(trained_model):
+    def run(*extra: str) -> dict:
+        result = subprocess.run(
+            [sys.executable, "-m", "hw4lib", "cache", "--checkpoint", str(trained_model), "--max-tokens", "4000",
+             *extra], cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    off = run("--lambdah", "0")
+    assert math.isclose(off["ppl_cache"], off["ppl_model"], rel_tol=1e-9)
+    assert off["settings"]["window"] == 3785 and off["cache_tokens_per_s"] > 0  # WikiText-2's reference window
+    tuned = run("--grid", "--thetas", "0.3,1.0", "--lambdas", "0.0,0.1")
+    assert len(tuned["grid"]) == 4 and tuned["chosen_on_validation"]["lambdah"] in (0.0, 0.1)
+    assert tuned["ppl_cache"] <= tuned["ppl_model"] + 1e-9  # chosen on this very slice: never worse than none
