@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from hw4lib.errors import HW4Error
-from hw4lib.perplexity import Data, as_stream, batchify, windows
+from hw4lib.perplexity import Data, as_stream, batchify, target_log_softmax, windows
 
 
 @dataclass(frozen=True)
@@ -38,9 +37,6 @@ class CacheSettings:
     window: int  # how many past positions the cache holds
     theta: float  # the inverse temperature of the cache's scores
     lambdah: float  # the cache's share of the mixture
-
-    def __str__(self) -> str:
-        return f"window {self.window}, theta {self.theta:g}, lambda {self.lambdah:g}"
 
 
 # The settings of the paper's pointer runs (Merity et al. 2017, section 5 / salesforce/awd-lstm-lm's README).
@@ -93,7 +89,7 @@ def collect(
             logits, hidden, raw = out[0], out[1], out[2]
             keys.append(raw[-1].float())
             targets.append(target)
-            log_p.append(F.log_softmax(logits.double(), dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1))
+            log_p.append(target_log_softmax(logits, target))
     finally:
         model.train(was_training)
     return Collected(torch.cat(keys), torch.cat(targets), torch.cat(log_p), time.perf_counter() - start)
@@ -187,8 +183,10 @@ def _cmd_cache(args: argparse.Namespace) -> int:
         settings = CacheSettings(best["window"], best["theta"], best["lambdah"])
         result["grid"] = grid
         result["chosen_on_validation"] = asdict(settings)
-    text = collect(model, corpora.load_split(dataset, args.split), batch_size=args.batch_size,
-                   max_tokens=args.max_tokens, progress=True)
+    if not (args.grid and args.split == "valid"):  # the grid's pass over validation serves as well
+        valid = collect(model, corpora.load_split(dataset, args.split), batch_size=args.batch_size,
+                        max_tokens=args.max_tokens, progress=True)
+    text = valid
     result.update(evaluate(text, settings))
     print(json.dumps(result, indent=2))
     if args.json:

@@ -51,6 +51,26 @@ def windows(columns: torch.Tensor, bptt: int) -> Iterator[tuple[torch.Tensor, to
         yield columns[start : start + length], columns[start + 1 : start + 1 + length]
 
 
+def _picked_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) of every position, (T * B, 1) float64, from logits (T, B, V) of any floating type."""
+    flat = logits.reshape(-1, logits.size(-1))
+    index = targets.reshape(-1, 1)
+    picked = torch.empty(flat.size(0), 1, dtype=torch.float64, device=logits.device)
+    # Row blocks of about 8 MB in float64 instead of the whole (T, B, V) at once: the same row-wise log-softmax,
+    # so the same numbers to the last bit, without two window-sized float64 copies (186 MB each at the cpu
+    # preset's 700 x 33,278) going through memory. nll_sum sums over the same (T, B, 1) layout as before.
+    rows = max(1, (1 << 23) // (8 * max(1, flat.size(1))))
+    for start in range(0, flat.size(0), rows):
+        block = F.log_softmax(flat[start : start + rows].double(), dim=-1)
+        picked[start : start + rows] = block.gather(-1, index[start : start + rows])
+    return picked
+
+
+def target_log_softmax(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) under ``logits`` (T, B, V) at every position of ``targets`` (T, B): (T, B) float64."""
+    return _picked_log_probs(logits, targets).view(targets.shape)
+
+
 def nll_sum(logits: torch.Tensor, targets: torch.Tensor) -> float:
     """Summed negative log-likelihood of ``targets`` (T, B) under ``logits`` (T, B, V), in float64.
 
@@ -62,17 +82,7 @@ def nll_sum(logits: torch.Tensor, targets: torch.Tensor) -> float:
             f"the model returned logits of shape {tuple(logits.shape)}; expected (T, B, V) = "
             f"({targets.size(0)}, {targets.size(1)}, vocab_size)"
         )
-    flat = logits.reshape(-1, logits.size(-1))
-    index = targets.reshape(-1, 1)
-    picked = torch.empty(flat.size(0), 1, dtype=torch.float64, device=logits.device)
-    # Row blocks of about 8 MB in float64 instead of the whole (T, B, V) at once: the same row-wise log-softmax,
-    # so the same numbers to the last bit, without two window-sized float64 copies (186 MB each at the cpu
-    # preset's 700 x 33,278) going through memory. The sum below runs over the same (T, B, 1) layout as before.
-    rows = max(1, (1 << 23) // (8 * max(1, flat.size(1))))
-    for start in range(0, flat.size(0), rows):
-        block = F.log_softmax(flat[start : start + rows].double(), dim=-1)
-        picked[start : start + rows] = block.gather(-1, index[start : start + rows])
-    return float(-picked.view(*targets.shape, 1).sum())
+    return float(-_picked_log_probs(logits, targets).view(*targets.shape, 1).sum())
 
 
 @torch.no_grad()
@@ -84,7 +94,7 @@ def target_log_probs(model: torch.nn.Module, columns: torch.Tensor, bounds: Sequ
     for start, length in bounds:
         logits, hidden = model(columns[start : start + length], hidden)[:2]
         targets = columns[start + 1 : start + 1 + length]
-        out.append(F.log_softmax(logits.double(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1))
+        out.append(target_log_softmax(logits, targets))
     return torch.cat(out)
 
 
