@@ -44,6 +44,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from hw4lib.finetune import finetune
+
+    tune_malloc()
+    metrics = finetune(args.start, args.out, load_components(args.impl), minutes=args.minutes, patience=args.patience,
+                       lr=args.lr, lr_decay_frac=args.lr_decay_frac, seed=args.seed, device=args.device,
+                       eval_every_min=args.eval_every_min, resume=not args.no_resume, progress=not args.no_progress)
+    if args.plot:
+        from hw4lib.plots import plot_training
+
+        plot_training(metrics["history"], Path(args.out) / "curves.png")
+    print(json.dumps({"val_ppl": metrics["val_ppl"], **metrics["finetune"], "steps": metrics["steps"],
+                      "wall_s": metrics["wall_s"]}, indent=2))
+    return 0
+
+
 def load_model(args: argparse.Namespace) -> tuple[ModuleType, torch.nn.Module, dict]:
     """The components of ``--impl``, the model of ``--checkpoint`` built from them, and the checkpoint."""
     ckpt = load_checkpoint(args.checkpoint)
@@ -123,6 +139,24 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     p.add_argument("--plot", action="store_true", help="also write RUN_DIR/curves.png")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("finetune", help="the paper's fine-tuning: restart from a model.pt with averaging from the "
+                                        "first step; stop when non-monotone or at the wall budget")
+    p.add_argument("--start", required=True, help="the model.pt of a finished `train` run")
+    p.add_argument("--out", required=True, help="run folder of the fine-tuning (resumed when it has a checkpoint)")
+    _common(p)
+    p.add_argument("--minutes", type=float, default=15.0, help="wall-clock budget, checks and final evaluation "
+                                                                "included (default 15)")
+    p.add_argument("--patience", type=int, help="the stop's nonmono (default: the start run's, 5 in the paper)")
+    p.add_argument("--lr", type=float, help="default: the start run's rate")
+    p.add_argument("--lr-decay-frac", type=float, default=0.0,
+                   help="lower the rate linearly to 0 over this last fraction of the budget (default 0: the paper)")
+    p.add_argument("--eval-every-min", type=float)
+    p.add_argument("--seed", type=int, help="default: the start run's seed + 1 (a new batch order)")
+    p.add_argument("--no-resume", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--plot", action="store_true")
+    p.set_defaults(func=_cmd_finetune)
 
     p = sub.add_parser("evaluate", help="perplexity of a model.pt on a split")
     p.add_argument("--checkpoint", required=True, help="a model.pt written by training")

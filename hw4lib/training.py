@@ -57,6 +57,10 @@ class TrainConfig:
     lr: float = 30.0
     batch_size: int = 80
     bptt: int = 70
+    # The loader's variable window length (stage 1): a full-length window with probability bptt_p_full, else half;
+    # then N(that, bptt_std). bptt_p_full=1 with bptt_std=0 gives fixed windows (the ablation's "- variable BPTT").
+    bptt_p_full: float = 0.95
+    bptt_std: float = 5.0
     epochs: int = 750
     clip: float = 0.25
     alpha: float = 2.0
@@ -127,6 +131,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # on the same wall-clock budget and checking slice as `cpu`, checks every 5 minutes.
     "plain": dict(
         architecture="plain", embed_size=200, hidden_size=200, num_layers=2, tie_weights=False, dropout=0.2,
+        dropouth=0.0, dropouti=0.0, dropoute=0.0, wdrop=0.0, alpha=0.0, beta=0.0, weight_decay=0.0,
+        lr=20.0, clip=0.25, batch_size=20, bptt=35, epochs=100, eval_tokens=40_000, eval_every_min=5.0,
+        wall_budget_min=60.0, precision="fp32",
+    ),
+    # Zaremba et al. (2014), "Recurrent neural network regularization", medium model: dropout 0.5 on the
+    # non-recurrent connections only, 2 x 650, untied; the plain baseline's trainer and schedule (SGD lr 20 on the
+    # mean loss, divided by 4 when a check does not improve, clip 0.25: PyTorch's example's form of their setting).
+    "zaremba": dict(
+        architecture="plain", embed_size=650, hidden_size=650, num_layers=2, tie_weights=False, dropout=0.5,
         dropouth=0.0, dropouti=0.0, dropoute=0.0, wdrop=0.0, alpha=0.0, beta=0.0, weight_decay=0.0,
         lr=20.0, clip=0.25, batch_size=20, bptt=35, epochs=100, eval_tokens=40_000, eval_every_min=5.0,
         wall_budget_min=60.0, precision="fp32",
@@ -279,8 +292,12 @@ class Trainer:
         self.optimizer = components.NTASGD(
             self.model.parameters(), lr=config.lr, nonmono=config.nonmono, weight_decay=config.weight_decay
         )
+        # The window-length settings go to the loader only when they differ from the contract's defaults, so a
+        # loader that predates them (or the plain baseline's fixed windows) is called as before.
+        windows = {} if (config.bptt_p_full, config.bptt_std) == (0.95, 5.0) else {
+            "p_full": config.bptt_p_full, "std": config.bptt_std}
         self.loader = components.LanguageModelDataLoader(
-            self.data.train, config.batch_size, config.bptt, shuffle=True, seed=config.seed
+            self.data.train, config.batch_size, config.bptt, shuffle=True, seed=config.seed, **windows
         )
         valid_eval = corpora.stream(self.data.valid)
         self.valid_check = valid_eval[: config.eval_tokens] if config.eval_tokens else valid_eval

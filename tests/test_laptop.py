@@ -114,6 +114,11 @@ def test_presets_of_the_laptop_track():
         "plain", 200, 200, 2, False)
     assert (plain.dropout, plain.lr, plain.clip, plain.batch_size, plain.bptt) == (0.2, 20.0, 0.25, 20, 35)
     assert (plain.alpha, plain.beta, plain.weight_decay) == (0.0, 0.0, 0.0)
+    zaremba = get_preset("zaremba")  # the same trainer and budget as plain, Zaremba's medium model
+    assert (zaremba.architecture, zaremba.embed_size, zaremba.hidden_size, zaremba.num_layers, zaremba.dropout,
+            zaremba.tie_weights) == ("plain", 650, 650, 2, 0.5, False)
+    assert {k: v for k, v in zaremba.__dict__.items() if k not in ("embed_size", "hidden_size", "dropout", "preset")} \
+        == {k: v for k, v in plain.__dict__.items() if k not in ("embed_size", "hidden_size", "dropout", "preset")}
 
 
 # --------------------------------------------------------------------------------------------------- baseline

@@ -1,0 +1,97 @@
+"""The ablation at the laptop's scale: the `cpu` preset on PTB, one technique removed per row, equal budgets.
+
+    python benchmarks/ablation.py full no_weight_drop --minutes 10 --csv docs/data/ablation_ptb.csv
+
+One run at a time on an otherwise idle machine (the rows compare only if their minutes are comparable). Each row
+trains the reference components from the `cpu` preset on PTB with the row's overrides and the same wall-clock
+budget (checks and the final evaluation included), then appends one line to the CSV: the row, its overrides,
+the budget, the whole-split validation perplexity, training tokens and tokens/s, and the step at which NT-ASGD's
+trigger fired (empty if it did not). Rows may be added over several sittings; a row already in the CSV with the
+same budget is skipped unless --again is given.
+
+What each row removes (the paper's Table 4 names the same techniques):
+
+* ``no_weight_drop``: DropConnect on ``W_hh`` (``wdrop = 0``);
+* ``no_embedding_dropout``: ``dropoute = 0``;
+* ``no_locked_dropout``: the variational dropouts on the input, between layers and on the output (all 0);
+* ``no_ar_tar``: ``alpha = beta = 0``;
+* ``no_nt_asgd``: plain constant-rate SGD (the trigger can never fire) and no budget-aware decay either;
+* ``no_variable_bptt``: fixed windows of ``bptt`` tokens (``p_full = 1``, ``std = 0``);
+* ``no_weight_tying``: an untied decoder (the last layer is then ``H`` wide);
+* ``no_independent_embedding``: embedding size equal to the hidden size (400 instead of 200).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from hw4lib.components import load_components  # noqa: E402
+from hw4lib.training import get_preset, train  # noqa: E402
+
+NEVER = 10**9  # a nonmono no run reaches: NT-ASGD's trigger never fires
+ROWS: dict[str, dict] = {
+    "full": {},
+    "no_weight_drop": {"wdrop": 0.0},
+    "no_embedding_dropout": {"dropoute": 0.0},
+    "no_locked_dropout": {"dropout": 0.0, "dropouth": 0.0, "dropouti": 0.0},
+    "no_ar_tar": {"alpha": 0.0, "beta": 0.0},
+    "no_nt_asgd": {"nonmono": NEVER, "lr_decay_frac": 0.0},
+    "no_variable_bptt": {"bptt_p_full": 1.0, "bptt_std": 0.0},
+    "no_weight_tying": {"tie_weights": False},
+    "no_independent_embedding": {"embed_size": 400},
+}
+FIELDS = ["row", "overrides", "dataset", "minutes", "val_ppl", "tokens", "tokens_per_s", "asgd_trigger_step",
+          "wall_s"]
+
+
+def done_rows(path: Path, minutes: float) -> set[str]:
+    if not path.is_file():
+        return set()
+    with open(path, newline="") as fh:
+        return {r["row"] for r in csv.DictReader(fh) if float(r["minutes"]) == minutes}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("rows", nargs="+", choices=sorted(ROWS))
+    parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget of every row")
+    parser.add_argument("--dataset", default="ptb", choices=["ptb", "wikitext2"])
+    parser.add_argument("--csv", type=Path, default=REPO / "docs" / "data" / "ablation_ptb.csv")
+    parser.add_argument("--out", type=Path, default=Path("runs/ablation"))
+    parser.add_argument("--again", action="store_true", help="rerun rows already in the CSV")
+    parser.add_argument("--max-train-tokens", type=int, help="a slice of the training split (tests)")
+    args = parser.parse_args(argv)
+    components = load_components("solutions")
+    skip = set() if args.again else done_rows(args.csv, args.minutes)
+    for name in args.rows:
+        if name in skip:
+            print(f"{name}: already in {args.csv} at {args.minutes} minutes (--again reruns it)")
+            continue
+        config = get_preset("cpu", args.dataset, wall_budget_min=args.minutes,
+                            max_train_tokens=args.max_train_tokens, **ROWS[name])
+        metrics = train(config, components, args.out / f"{name}-{args.minutes:g}min", resume=False,
+                        progress=False, log=lambda *_: None)
+        line = {"row": name, "overrides": json.dumps(ROWS[name], sort_keys=True), "dataset": args.dataset,
+                "minutes": args.minutes, "val_ppl": round(metrics["val_ppl"], 3), "tokens": metrics["tokens"],
+                "tokens_per_s": round(metrics["tokens_per_s"] or 0.0, 1),
+                "asgd_trigger_step": metrics["asgd_trigger_step"], "wall_s": metrics["wall_s"]}
+        new = not args.csv.is_file()
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.csv, "a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerow(line)
+        print(json.dumps(line), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
