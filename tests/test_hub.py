@@ -26,16 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests  # a dependency of jupyterhub
 
 from tests.notebook_tools import REPO
+from tests.test_browser import CHROMIUM, LAUNCH_ARGS
 
-requests = pytest.importorskip("requests")
-
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="the hub needs root: PAM reads /etc/shadow, servers run as users"),
-    pytest.mark.skipif(shutil.which("configurable-http-proxy") is None,
-                       reason="configurable-http-proxy missing: `bash setup.sh` installs it with npm (as root)"),
-]
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="the hub needs root: PAM reads /etc/shadow, and servers run as the users")
 
 COURSE_ID = "awd-course"
 STUDENT, OTHER, INSTRUCTOR = "awd-alice", "awd-bob", "awd-instructor"
@@ -84,19 +81,23 @@ class Hub:
 def _cleanup_homes() -> None:
     for user in (STUDENT, OTHER):
         shutil.rmtree(Path("/home") / user / "hw4", ignore_errors=True)
+        shutil.rmtree(Path("/home") / user / ".local/share/jupyter/nbgrader_cache" / COURSE_ID, ignore_errors=True)
         Path("/home", user, "hub-test-probe.txt").unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory, prepared_data):
+    if shutil.which("configurable-http-proxy") is None:
+        pytest.fail("configurable-http-proxy is missing: `bash setup.sh` installs it with npm (as root)")
     _cleanup_homes()  # a previous run that was killed may have left a fetched hw4
-    run = tmp_path_factory.mktemp("hub") / "run"
-    # pytest's own temp root is 0700: the students' servers must reach the exchange and the role config.
-    shared = Path(tempfile.mkdtemp(prefix="awd-hub-shared-", dir="/tmp"))
-    os.chmod(shared, 0o755)
+    # pytest's temp root is 0700, and the servers' view hides what students cannot enter: the exchange and
+    # role config must be reachable, and the run folder (0700 itself) must not sit in a hidden folder.
+    top = Path(tempfile.mkdtemp(prefix="awd-hub-test-", dir="/tmp"))
+    os.chmod(top, 0o755)
+    shared, run = top / "shared", top / "run"
     course_dir = f"awd-course-test-{os.getpid()}"
     port = _free_port()
-    log = run.parent / "hub.log"
+    log = tmp_path_factory.mktemp("hub") / "hub.log"
     env = dict(os.environ, PYTHON=sys.executable)
     with open(log, "w") as out:
         process = subprocess.Popen(
@@ -136,7 +137,7 @@ def hub(tmp_path_factory, prepared_data):
             except ProcessLookupError:
                 pass
         shutil.rmtree(hub.course_root, ignore_errors=True)
-        shutil.rmtree(shared, ignore_errors=True)
+        shutil.rmtree(top, ignore_errors=True)
         _cleanup_homes()
     assert not leftovers, f"processes outlived the hub (killed now): {leftovers}\n{hub.log_tail()}"
 
@@ -240,7 +241,10 @@ def test_student_has_assignment_list_but_no_formgrader(hub, alice):
     assert alice.get(f"{hub.base}/user/{STUDENT}/formgrader/api/assignments", timeout=30).status_code == 404
     listed = alice.get(f"{hub.base}/user/{STUDENT}/assignments", params={"course_id": COURSE_ID}, timeout=60)
     assert listed.status_code == 200 and listed.json()["success"], listed.text
-    lab = alice.get(f"{hub.base}/user/{STUDENT}/lab", timeout=30).text
+    response = alice.get(f"{hub.base}/user/{STUDENT}/lab", timeout=30)
+    # Only the instructor's server may be framed (by its own lab, for the formgrader tab).
+    assert response.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+    lab = response.text
     page_config = json.loads(re.search(r'id="jupyter-config-data" type="application/json">(.*?)</script>',
                                        lab, re.S).group(1))
     disabled = page_config.get("disabledExtensions", [])
@@ -248,21 +252,33 @@ def test_student_has_assignment_list_but_no_formgrader(hub, alice):
     assert "@jupyter/nbgrader:assignment-list" not in disabled
 
 
-def test_instructor_releases_through_formgrader_and_student_fetches_and_submits(hub, instructor, alice):
+@pytest.fixture(scope="module")
+def released(hub, instructor) -> Path:
+    """hw4 generated and released by the instructor through the formgrader's API (as its buttons do)."""
     base = f"{hub.base}/user/{INSTRUCTOR}/formgrader"
-    page = instructor.get(base, timeout=30)
-    assert page.status_code == 200 and "Manage Assignments" in page.text, page.text[:500]
-    assignments = instructor.get(f"{base}/api/assignments", timeout=60).json()
-    assert "hw4" in {a["name"] for a in assignments}, assignments
     headers = server_xsrf(instructor, INSTRUCTOR)
     for action in ("assign", "release"):  # nbgrader generate_assignment, then release_assignment
         result = instructor.post(f"{base}/api/assignment/hw4/{action}", headers=headers, timeout=120)
         assert result.status_code == 200 and result.json()["success"], (action, result.text[:2000])
-    outbound = hub.shared / "exchange" / COURSE_ID / "outbound" / "hw4"
-    assert sorted(p.name for p in outbound.glob("*.ipynb")), "release put no notebook in the exchange"
-    inbound = hub.shared / "exchange" / COURSE_ID / "inbound"
-    assert os.stat(inbound).st_mode & 0o777 == 0o733, "inbound must be writable but not listable by students"
+    return hub.shared / "exchange" / COURSE_ID
 
+
+def test_instructor_formgrader_answers(hub, instructor):
+    base = f"{hub.base}/user/{INSTRUCTOR}/formgrader"
+    page = instructor.get(base, timeout=30)
+    assert page.status_code == 200 and "Manage Assignments" in page.text, page.text[:500]
+    assert page.headers["Content-Security-Policy"] == "frame-ancestors 'self'"
+    assignments = instructor.get(f"{base}/api/assignments", timeout=60).json()
+    assert "hw4" in {a["name"] for a in assignments}, assignments
+
+
+def test_release_fetch_submit_through_the_exchange(hub, alice, released):
+    import pwd
+
+    uid = pwd.getpwnam(STUDENT).pw_uid
+    assert sorted((released / "outbound" / "hw4").glob("*.ipynb")), "release put no notebook in the exchange"
+    inbound = released / "inbound"
+    assert os.stat(inbound).st_mode & 0o777 == 0o733, "inbound must be writable but not listable by students"
     url = f"{hub.base}/user/{STUDENT}/assignments"
     listed = alice.get(url, params={"course_id": COURSE_ID}, timeout=60).json()
     assert {(a["assignment_id"], a["status"]) for a in listed["value"]} >= {("hw4", "released")}, listed
@@ -272,7 +288,60 @@ def test_instructor_releases_through_formgrader_and_student_fetches_and_submits(
                             data={"course_id": COURSE_ID, "assignment_id": "hw4"})
         assert result.status_code == 200 and result.json()["success"], (action, result.text[:2000])
     fetched = Path("/home") / STUDENT / "hw4"
-    import pwd
-    assert fetched.is_dir() and fetched.stat().st_uid == pwd.getpwnam(STUDENT).pw_uid
+    assert fetched.is_dir() and fetched.stat().st_uid == uid
+    assert sorted(p.name for p in fetched.glob("*.ipynb")) == sorted(
+        p.name for p in (released / "outbound" / "hw4").glob("*.ipynb"))
     submissions = [p for p in inbound.iterdir() if p.name.startswith(f"{STUDENT}+hw4+")]
-    assert submissions and submissions[0].stat().st_uid == pwd.getpwnam(STUDENT).pw_uid
+    assert len(submissions) == 1 and submissions[0].stat().st_uid == uid
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+def test_browser_formgrader_and_assignment_list(hub, released, tmp_path):
+    """Item 3: the hub's login page, the instructor's formgrader and a student's assignment list in Chromium."""
+    from playwright.sync_api import expect, sync_playwright
+
+    def sign_in(page, user: str) -> None:
+        page.goto(f"{hub.base}/hub/login")
+        page.fill("input[name=username]", user)
+        page.fill("input[name=password]", user)
+        page.click("input[type=submit], button[type=submit]")
+        page.wait_for_url(re.compile(rf"/user/{user}/lab"), timeout=120_000)
+        page.locator(".jp-LabShell").wait_for()
+
+    def open_from_nbgrader_menu(page, item: str) -> None:
+        page.get_by_role("menuitem", name="Nbgrader", exact=True).click()
+        page.get_by_role("menuitem", name=item, exact=True).click()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
+        try:
+            teacher = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+            teacher.set_default_timeout(60_000)
+            student = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+            student.set_default_timeout(60_000)
+            try:
+                sign_in(teacher, INSTRUCTOR)
+                open_from_nbgrader_menu(teacher, "Formgrader")
+                formgrader = teacher.frame_locator("iframe[src*='formgrader']")
+                expect(formgrader.get_by_text("Manage Assignments").first).to_be_visible()
+                expect(formgrader.locator("#main-table").get_by_text("hw4", exact=True)).to_be_visible()
+                teacher.screenshot(path=str(tmp_path / "instructor_formgrader.png"))
+
+                sign_in(student, STUDENT)
+                expect(student.get_by_role("menuitem", name="Nbgrader", exact=True)).to_be_visible()
+                open_from_nbgrader_menu(student, "Assignment List")
+                assignments = student.locator(".jp-MainAreaWidget", has_text="Released assignments")
+                expect(assignments.get_by_text(COURSE_ID).first).to_be_visible()
+                expect(assignments.get_by_text("hw4").first).to_be_visible()
+                student.screenshot(path=str(tmp_path / "student_assignment_list.png"))
+                student.get_by_role("menuitem", name="Nbgrader", exact=True).click()
+                expect(student.get_by_role("menuitem", name="Formgrader", exact=True)).to_have_count(0)
+            except Exception:
+                teacher.screenshot(path=str(tmp_path / "instructor_failure.png"))
+                student.screenshot(path=str(tmp_path / "student_failure.png"))
+                raise
+        finally:
+            browser.close()
+    for shot in ("instructor_formgrader.png", "student_assignment_list.png"):
+        assert (tmp_path / shot).stat().st_size > 10_000

@@ -51,8 +51,13 @@ def write_role_configs(root: Path, exchange: Path, course_root: Path) -> None:
         off = STUDENT_OFF if role == "student" else ()
         lab_off = LAB_STUDENT_OFF if role == "student" else ()
         extensions = {f"nbgrader.server_extensions.{name}": name not in off for name in SERVER_EXTENSIONS}
-        (folder / "jupyter_server_config.json").write_text(
-            json.dumps({"ServerApp": {"jpserver_extensions": extensions}}, indent=2))
+        server: dict = {"jpserver_extensions": extensions}
+        if role == "instructor":
+            # nbgrader's lab extension shows the formgrader in an iframe of the server's own /formgrader page;
+            # jupyterhub-singleuser forbids all framing by default ("frame-ancestors 'none'"), which leaves that
+            # tab blank ("refused to connect"). 'self' lets the instructor's lab frame it; students keep 'none'.
+            server["tornado_settings"] = {"headers": {"Content-Security-Policy": "frame-ancestors 'self'"}}
+        (folder / "jupyter_server_config.json").write_text(json.dumps({"ServerApp": server}, indent=2))
         (folder / "labconfig" / "page_config.json").write_text(
             json.dumps({"disabledExtensions": {f"@jupyter/nbgrader:{name}": True for name in lab_off}}, indent=2))
         lines = ["c = get_config()  # noqa: F821",
