@@ -185,17 +185,26 @@ def server_pid(hub: Hub, user: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def alice(hub):
-    session = login(hub, STUDENT)
-    start_server(hub, session, STUDENT)
-    return session
+def sessions(hub) -> dict[str, requests.Session]:
+    """Logged-in sessions of alice, bob and the instructor, their servers started at once (the slow part)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    users = (STUDENT, OTHER, INSTRUCTOR)
+    logged_in = {user: login(hub, user) for user in users}
+    with ThreadPoolExecutor(len(users)) as pool:
+        for future in [pool.submit(start_server, hub, logged_in[user], user) for user in users]:
+            future.result()
+    return logged_in
 
 
 @pytest.fixture(scope="module")
-def instructor(hub):
-    session = login(hub, INSTRUCTOR)
-    start_server(hub, session, INSTRUCTOR)
-    return session
+def alice(sessions):
+    return sessions[STUDENT]
+
+
+@pytest.fixture(scope="module")
+def instructor(sessions):
+    return sessions[INSTRUCTOR]
 
 
 def test_student_server_runs_as_the_student_and_sees_only_hw4lib(hub, alice):
@@ -224,9 +233,8 @@ def test_student_server_runs_as_the_student_and_sees_only_hw4lib(hub, alice):
     assert os.stat(Path("/home") / STUDENT).st_mode & 0o077 == 0, "a student's home is open to others"
 
 
-def test_student_cannot_open_another_users_server(hub, alice):
-    bob = login(hub, OTHER)
-    start_server(hub, bob, OTHER)
+def test_student_cannot_open_another_users_server(hub, alice, sessions):
+    bob = sessions[OTHER]
     assert bob.get(f"{hub.base}/user/{OTHER}/api/contents/", timeout=30).status_code == 200
     # Bob's server sends alice to the hub's OAuth, which refuses her: she lacks access:servers!user=awd-bob.
     page = alice.get(f"{hub.base}/user/{OTHER}/lab", timeout=30)

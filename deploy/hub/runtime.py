@@ -63,12 +63,12 @@ class View:
 
     def plan(self) -> list[tuple[Path, list[Path]]]:
         """For each outermost hidden directory, the exposed paths under it (the rest need no bind)."""
-        hide = sorted({p.resolve() for p in self.hide}, key=lambda p: len(p.parts))
+        hide = sorted({p.resolve() for p in self.hide}, key=lambda p: (len(p.parts), str(p)))
         outer: list[Path] = []
         for path in hide:
             if not any(path.is_relative_to(o) for o in outer):
                 outer.append(path)
-        expose = sorted({p.resolve() for p in self.expose}, key=lambda p: len(p.parts))
+        expose = sorted({p.resolve() for p in self.expose}, key=lambda p: (len(p.parts), str(p)))
         return [(h, [e for e in expose if e.is_relative_to(h) and e != h]) for h in outer]
 
 
