@@ -142,5 +142,6 @@ def preexec_with_view(view: View, stage: Path, then: Callable[[], None]) -> Call
 
 
 def describe(view: View) -> Iterable[str]:
+    """One line per hidden folder, for the start script's log."""
     for hidden, exposed in view.plan():
         yield f"{hidden} hidden; read-only inside: {', '.join(map(str, exposed)) or 'nothing'}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from jupyterhub.spawner import LocalProcessSpawner
@@ -24,7 +25,7 @@ class CourseSpawner(LocalProcessSpawner):
     stage_dir = Unicode(help="empty root-only directory used to build each mount view").tag(config=True)
     tag = Unicode(help="AWD_HUB_TAG in every server's environment: the hub's run folder").tag(config=True)
 
-    def make_preexec_fn(self, name: str):
+    def make_preexec_fn(self, name: str) -> Callable[[], None]:
         view = runtime.view_for(role_of(name), Path(self.repo), Path(self.data_dir))
         return runtime.preexec_with_view(view, Path(self.stage_dir), super().make_preexec_fn(name))
 
