@@ -19,6 +19,16 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# JupyterHub's proxy (deploy/hub/): configurable-http-proxy from npm, with Debian's node.
+if ! command -v configurable-http-proxy >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v npm >/dev/null; then
+    echo "setup: installing configurable-http-proxy with npm"
+    npm install -g -q configurable-http-proxy@5.3.0 >/dev/null
+  else
+    echo "setup: for deploy/hub/, install configurable-http-proxy (as root): npm install -g configurable-http-proxy@5.3.0" >&2
+  fi
+fi
+
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true

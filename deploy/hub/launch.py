@@ -1,0 +1,165 @@
+"""Starts the course's JupyterHub on this machine (as root): ``bash deploy/hub/start.sh [--port 8000]``.
+
+Prepares what the hub needs, then replaces this process with ``jupyterhub`` (same PID: stopping it with
+SIGTERM or Ctrl-C stops the proxy and every user's server too):
+
+* the Unix users and their demo passwords, the exchange, the instructor's course (``deploy/hub/accounts.py``);
+* ``<shared>/jupyter/<role>/``: each role's nbgrader config (course id, exchange; the course root for the
+  instructor) and which of nbgrader's extensions load: students get the assignment list and validation, the
+  instructor also the formgrader, course list and create-assignment toolbar;
+* the run folder (root only): the hub's sqlite database, cookie secret, proxy token and pid files, log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+from deploy.hub import accounts, runtime
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+COURSE_ID = "awd-course"
+
+STUDENT_OFF = ("formgrader", "course_list")
+LAB_STUDENT_OFF = ("formgrader", "course-list", "create-assignment")
+SERVER_EXTENSIONS = ("formgrader", "assignment_list", "course_list", "validate_assignment")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_role_configs(root: Path, exchange: Path, course_root: Path) -> None:
+    """``<root>/student`` and ``<root>/instructor``: the JUPYTER_CONFIG_PATH entry of each role's servers.
+
+    The same settings nbgrader documents per user (``jupyter server extension disable --user …`` writes
+    ``jpserver_extensions``; ``jupyter labextension disable --level=user …`` writes ``disabledExtensions`` in
+    ``labconfig/page_config.json``), kept in one root-owned place instead of in every home.
+    """
+    for role in ("student", "instructor"):
+        folder = root / role
+        (folder / "labconfig").mkdir(parents=True, exist_ok=True)
+        off = STUDENT_OFF if role == "student" else ()
+        lab_off = LAB_STUDENT_OFF if role == "student" else ()
+        extensions = {f"nbgrader.server_extensions.{name}": name not in off for name in SERVER_EXTENSIONS}
+        server: dict = {"jpserver_extensions": extensions}
+        if role == "instructor":
+            # nbgrader's lab extension shows the formgrader in an iframe of the server's own /formgrader page;
+            # jupyterhub-singleuser forbids all framing by default ("frame-ancestors 'none'"), which leaves that
+            # tab blank ("refused to connect"). 'self' lets the instructor's lab frame it; students keep 'none'.
+            server["tornado_settings"] = {"headers": {"Content-Security-Policy": "frame-ancestors 'self'"}}
+        (folder / "jupyter_server_config.json").write_text(json.dumps({"ServerApp": server}, indent=2))
+        (folder / "labconfig" / "page_config.json").write_text(
+            json.dumps({"disabledExtensions": {f"@jupyter/nbgrader:{name}": True for name in lab_off}}, indent=2))
+        lines = ["c = get_config()  # noqa: F821",
+                 f"c.CourseDirectory.course_id = {COURSE_ID!r}",
+                 f"c.Exchange.root = {str(exchange)!r}"]
+        if role == "instructor":
+            lines.append(f"c.CourseDirectory.root = {str(course_root)!r}")
+        (folder / "nbgrader_config.py").write_text("\n".join(lines) + "\n")
+    for dirpath, _dirs, files in os.walk(root):
+        os.chmod(dirpath, 0o755)
+        for name in files:
+            os.chmod(os.path.join(dirpath, name), 0o644)
+
+
+def prepare(args: argparse.Namespace) -> dict[str, str]:
+    """Everything but the hub itself; returns the environment jupyterhub_config.py reads."""
+    if os.geteuid() != 0:
+        sys.exit("deploy/hub: run as root (PAM needs /etc/shadow, and the hub starts servers as the users)")
+    proxy = shutil.which(args.proxy)
+    if proxy is None:
+        sys.exit(f"deploy/hub: {args.proxy!r} not found; install it with "
+                 "`npm install -g configurable-http-proxy@5.3.0` (bash setup.sh does, as root)")
+    shared = Path(args.shared_dir).resolve()
+    shared.mkdir(parents=True, exist_ok=True)
+    os.chmod(shared, 0o755)
+    blocked = runtime.hidden_ancestor(shared)
+    if blocked is not None:
+        sys.exit(f"deploy/hub: the shared folder {shared} is inside {blocked}, which other users cannot enter; "
+                 "choose a --shared-dir every user can reach (default /srv/awd-course)")
+    users = accounts.ensure_users()
+    instructor = users[accounts.INSTRUCTOR]
+    exchange = accounts.ensure_exchange(shared / "exchange")
+    # nbgrader's formgrader refuses a course root outside the server's root folder (the instructor's home).
+    course_root = instructor.home / args.course_dir
+    accounts.ensure_course_root(course_root, instructor, exchange)
+    write_role_configs(shared / "jupyter", exchange, course_root)
+
+    run = Path(args.run_dir).resolve()
+    run.mkdir(parents=True, exist_ok=True)
+    os.chmod(run, 0o700)
+    token = run / "proxy_auth_token"
+    if not token.exists():
+        token.touch(mode=0o600)
+        token.write_text(secrets.token_hex(32))
+    stage = run / "stage"
+    stage.mkdir(exist_ok=True)
+    for role in ("student", "instructor"):
+        for hidden, _ in runtime.view_for(role, REPO, Path(args.data_dir)).plan():
+            if stage.is_relative_to(hidden):
+                sys.exit(f"deploy/hub: the run folder {run} is inside {hidden}, which the {role}s' servers see "
+                         "as an empty folder; choose a --run-dir elsewhere")
+    data_dir = Path(args.data_dir).resolve()
+    return {
+        "AWD_HUB_RUN_DIR": str(run),
+        "AWD_HUB_PORT": str(args.port),
+        "AWD_HUB_INTERNAL_PORT": str(args.hub_port or free_port()),
+        "AWD_HUB_PROXY_API_PORT": str(args.proxy_api_port or free_port()),
+        "AWD_HUB_PROXY": proxy,
+        "AWD_HUB_REPO": str(REPO),
+        "AWD_HUB_DATA_DIR": str(data_dir),
+        "AWD_HUB_ROLE_CONFIG": str(shared / "jupyter"),
+        "AWD_HUB_STAGE_DIR": str(stage),
+        "AWD_HUB_COURSE_ROOT": str(course_root),
+        "AWD_HUB_EXCHANGE": str(exchange),
+    }
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    from hw4lib.data import data_dir
+
+    parser = argparse.ArgumentParser(prog="deploy/hub/start.sh", description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8000, help="the hub's public port on 127.0.0.1 (8000)")
+    parser.add_argument("--run-dir", default="/srv/awd-course/hub",
+                        help="hub state: database, cookie secret, proxy token, log (root only)")
+    parser.add_argument("--shared-dir", default="/srv/awd-course",
+                        help="world-readable: the exchange and each role's Jupyter config")
+    parser.add_argument("--course-dir", default="awd-course",
+                        help="the course root, as a folder in the instructor's home")
+    parser.add_argument("--data-dir", default=str(data_dir()), help="prepared datasets (HW4_DATA_DIR)")
+    parser.add_argument("--proxy", default="configurable-http-proxy", help="the proxy command")
+    parser.add_argument("--hub-port", type=int, default=0, help="the hub's internal port (default: a free one)")
+    parser.add_argument("--proxy-api-port", type=int, default=0, help="the proxy's API port (default: a free one)")
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    settings = prepare(args)
+    env = dict(os.environ, **settings, AWD_HUB_LOG_LEVEL=args.log_level)
+    # The config imports deploy.hub.spawner; the proxy (node) is found by absolute path.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    for role in ("student", "instructor"):
+        view = runtime.view_for(role, REPO, Path(settings["AWD_HUB_DATA_DIR"]))
+        for line in runtime.describe(view):
+            print(f"deploy/hub: {role} servers: {line}", flush=True)
+    print(f"deploy/hub: JupyterHub on http://127.0.0.1:{args.port}/ (state in {settings['AWD_HUB_RUN_DIR']})",
+          flush=True)
+    os.chdir(settings["AWD_HUB_RUN_DIR"])
+    cmd = [sys.executable, "-m", "jupyterhub", "-f", str(HERE / "jupyterhub_config.py")]
+    os.execve(sys.executable, cmd, env)
+
+
+if __name__ == "__main__":
+    main()
