@@ -136,3 +136,21 @@ def test_the_html_shows_unknown_words_the_continuation_and_the_note_escaped():
     assert "<b>was a</b>" in page
     assert "hw4-unknown-note" in page and "read as &lt;unk&gt;: &#x27;&lt;b&gt;zzz&lt;/b&gt;&#x27;" in page
     assert "hw4-unknown-note" not in continuation_html(Continuation(encode_prompt("the game", VOCAB), (5,), ("was",)))
+
+
+def test_the_widgets_chart_without_top_k_has_only_the_temperature_panel(monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from hw4lib.viz import sampling_distribution_plot
+
+    monkeypatch.setattr(plt, "show", lambda: None)  # keep the figure to inspect it
+    logits = torch.linspace(3.0, -3.0, len(VOCAB))
+    for top_k, panels in ((None, 1), (5, 2)):
+        plt.close("all")
+        sampling_distribution_plot(logits, VOCAB, temperatures=(1.0, 1.3), top_k=top_k, shown=10)
+        axes = plt.gcf().axes
+        assert len(axes) == panels
+        heights = [bar.get_height() for bar in axes[0].patches[:10]]
+        assert np.allclose(heights, torch.softmax(logits, dim=-1)[:10].numpy())  # τ = 1, the ten likeliest words
+        assert [t.get_text() for t in axes[0].get_xticklabels()] == VOCAB[:10].tolist()
+    plt.close("all")
