@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from types import ModuleType
@@ -15,8 +16,8 @@ from hw4lib import data as corpora
 from hw4lib.checkpoint import build_model, load_checkpoint
 from hw4lib.components import load_components
 from hw4lib.cpu_runtime import precision_context, tune_malloc
-from hw4lib.errors import HW4Error
 from hw4lib.perplexity import evaluate_nll
+from hw4lib.prompting import continue_prompt
 from hw4lib.training import PRESETS, get_preset, resolve_device, train
 
 
@@ -95,16 +96,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     components, model, ckpt = load_model(args)
     vocab = corpora.load_vocab(dataset_of(args, ckpt))
-    index = {word: i for i, word in enumerate(vocab)}
-    words = args.prompt.split()
-    if not words:
-        raise HW4Error("the prompt is empty: pass some words with --prompt")
-    unk = index.get("<unk>", 0)
-    ids = torch.tensor([[index.get(w, unk)] for w in words], device=next(model.parameters()).device)
-    generator = torch.Generator(device=ids.device).manual_seed(args.seed)
-    out = components.generation(model, ids, args.words, greedy=args.greedy, temperature=args.temperature,
-                                top_k=args.top_k, generator=generator)
-    print(" ".join(words), "|", " ".join(corpora.decode(out[0].tolist(), vocab)))
+    result = continue_prompt(model, vocab, components.generation, args.prompt, args.words, greedy=args.greedy,
+                             temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+    if result.unknown_note:
+        print(result.unknown_note, file=sys.stderr)
+    print(" ".join(result.prompt.words), "|", result.text)
     return 0
 
 

@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 
 from hw4lib.components import REPO_ROOT
+from hw4lib.errors import HW4Error
+from hw4lib.prompting import Continuation, continue_prompt, encode_prompt
 
 
 def _friendly(func: Callable) -> Callable:
@@ -279,9 +281,7 @@ def dropout_widget(LockedDropout: type | None = None, p: float = 0.5, seed: int 
 
 def sentence_ids(vocab: np.ndarray, words: Sequence[str]) -> torch.Tensor:
     """Ids of words (unknown words map to <unk>) as a (T, 1) LongTensor."""
-    index = {w: i for i, w in enumerate(vocab.tolist())}
-    unk = index.get("<unk>", 0)
-    return torch.tensor([index.get(w, unk) for w in words], dtype=torch.long).view(-1, 1)
+    return torch.tensor(encode_prompt(words, vocab).ids, dtype=torch.long).view(-1, 1)
 
 
 def _render_sentence(words: Sequence[str], dropped: Sequence[bool], title: str) -> str:
@@ -587,28 +587,124 @@ def trigger_table(losses: Sequence[float], nonmono: int) -> None:
 
 
 def sampling_distribution_plot(logits: torch.Tensor, vocab: np.ndarray, temperatures: Sequence[float] = (0.5, 1.0, 1.5),
-                               top_k: int = 5, shown: int = 15) -> None:
+                               top_k: int | None = 5, shown: int = 15) -> None:
     """The next-word distribution softmax(z / τ) for a few temperatures, and what top-k keeps (one prefix's
-    logits ``(V,)``). Drawn with torch from the logits your ``prediction`` returned."""
+    logits ``(V,)``; no top-k panel when ``top_k`` is None). Drawn with torch from the logits your ``prediction``
+    returned."""
     logits = logits.detach().float()
     order = torch.argsort(logits, descending=True)[:shown]
     words = [str(vocab[i]) for i in order.tolist()]
     x = np.arange(shown)
-    fig, axes = plt.subplots(1, 2, figsize=(14, 3.8), sharey=True)
+    fig, axes = plt.subplots(1, 2 if top_k else 1, figsize=(14 if top_k else 8, 3.8), sharey=True, squeeze=False)
+    axes = axes[0]
     width = 0.8 / len(temperatures)
     for j, tau in enumerate(temperatures):
         probs = torch.softmax(logits / tau, dim=-1)[order].numpy()
         axes[0].bar(x + j * width, probs, width, label=f"τ = {tau:g} (top {shown} hold {probs.sum():.0%})")
     axes[0].set(title="temperature: τ < 1 sharpens, τ > 1 flattens", ylabel="probability")
-    kth = torch.topk(logits, top_k).values[-1]
-    kept = torch.softmax(logits.masked_fill(logits < kth, float("-inf")), dim=-1)[order].numpy()
-    full = torch.softmax(logits, dim=-1)[order].numpy()
-    axes[1].bar(x - 0.2, full, 0.4, label="τ = 1, all words", color="tab:gray")
-    axes[1].bar(x + 0.2, kept, 0.4, label=f"τ = 1, top-{top_k}: renormalized", color="tab:green")
-    axes[1].set(title=f"top-{top_k}: every word outside the {top_k} largest logits gets probability 0")
+    if top_k:
+        kth = torch.topk(logits, top_k).values[-1]
+        kept = torch.softmax(logits.masked_fill(logits < kth, float("-inf")), dim=-1)[order].numpy()
+        full = torch.softmax(logits, dim=-1)[order].numpy()
+        axes[1].bar(x - 0.2, full, 0.4, label="τ = 1, all words", color="tab:gray")
+        axes[1].bar(x + 0.2, kept, 0.4, label=f"τ = 1, top-{top_k}: renormalized", color="tab:green")
+        axes[1].set(title=f"top-{top_k}: every word outside the {top_k} largest logits gets probability 0")
     for ax in axes:
         ax.set_xticks(x + (0.4 - width / 2 if ax is axes[0] else 0))
         ax.set_xticklabels(words, rotation=60, ha="right", fontsize=8)
         ax.legend(fontsize=8)
     fig.tight_layout()
     plt.show()
+
+
+def continuation_html(result: Continuation) -> str:
+    """The prompt (unknown words struck through and shown as <unk>), the continuation in bold, and the note
+    naming the unknown words."""
+    unknown = set(result.prompt.unknown)
+    prompt = " ".join(
+        f"<span style='background:#fde9c8' title='not in the vocabulary'><s>{html.escape(w)}</s> &lt;unk&gt;</span>"
+        if w in unknown else html.escape(w) for w in result.prompt.words
+    )
+    parts = [f"<p class='hw4-continuation'>{prompt} <b>{html.escape(result.text)}</b></p>"]
+    if result.unknown_note:
+        parts.append(f"<p class='hw4-unknown-note' style='color:#9a5b00'>{html.escape(result.unknown_note)}</p>")
+    return "".join(parts)
+
+
+def generator_widget(
+    model: nn.Module,
+    vocab: np.ndarray,
+    generation: Callable[..., torch.Tensor],
+    prediction: Callable[..., torch.Tensor] | None = None,
+    *,
+    prompt: str = "The game was",
+    seed: int = 0,
+) -> None:
+    """A prompt box, sliders for temperature, top-k (0 = off) and length, a greedy box and a Generate button;
+    the continuation comes from your ``generation`` through :func:`hw4lib.prompting.continue_prompt` (a fresh
+    generator seeded with the seed box on every press, so the same settings give the same text). With your
+    ``prediction``, also the prompt's next-word distribution (top 10) at τ = 1 and the chosen τ.
+
+    Displays the widget itself and returns None (returning it would show it a second time).
+    """
+    import ipywidgets as widgets
+    from IPython.display import HTML, display
+
+    wide, label = widgets.Layout(width="420px"), {"description_width": "100px"}
+    text = widgets.Text(value=prompt, description="prompt", placeholder="a few words",
+                        layout=widgets.Layout(width="70%"))
+    temperature = widgets.FloatSlider(value=1.0, min=0.1, max=2.0, step=0.05, description="temperature τ",
+                                      continuous_update=False, layout=wide, style=label)
+    top_k = widgets.IntSlider(value=0, min=0, max=100, description="top-k (0 = off)", continuous_update=False,
+                              layout=wide, style=label)
+    n_words = widgets.IntSlider(value=20, min=1, max=60, description="words", continuous_update=False, layout=wide,
+                                style=label)
+    greedy = widgets.Checkbox(value=False, description="greedy (arg-max: ignores τ and top-k)", indent=False)
+    seed_box = widgets.BoundedIntText(value=seed, min=0, max=2**31 - 1, description="seed",
+                                      layout=widgets.Layout(width="160px"))
+    button = widgets.Button(description="Generate", button_style="primary", icon="play")
+    out = widgets.Output()
+
+    def generate(_: Any = None) -> None:
+        with out:
+            out.clear_output(wait=True)
+            try:
+                result = continue_prompt(model, vocab, generation, text.value, n_words.value, greedy=greedy.value,
+                                         temperature=temperature.value, top_k=top_k.value or None,
+                                         seed=seed_box.value)
+            except NotImplementedError:
+                print("(generation: the continuation appears once your generation is implemented)")
+                return
+            except HW4Error as err:
+                print(err)
+                return
+            except Exception as err:  # the student's error in words, not a traceback inside the widget
+                print(f"your generation raised {type(err).__name__}: {err}")
+                return
+            display(HTML(continuation_html(result)))
+            if prediction is None:
+                return
+            try:
+                ids = torch.tensor(result.prompt.ids, dtype=torch.long).view(-1, 1)
+                logits = prediction(model, ids.to(next(model.parameters()).device))[0]
+            except NotImplementedError:
+                print("(prediction: the next-word distribution appears once your prediction is implemented)")
+                return
+            except Exception as err:  # same: in words
+                print(f"your prediction raised {type(err).__name__}: {err}")
+                return
+            temps = (1.0,) if greedy.value or temperature.value == 1.0 else (1.0, temperature.value)
+            sampling_distribution_plot(logits.cpu(), vocab, temperatures=temps,
+                                       top_k=None if greedy.value else top_k.value or None, shown=10)
+
+    def sync(_: Any = None) -> None:
+        temperature.disabled = top_k.disabled = greedy.value
+
+    greedy.observe(sync, names="value")
+    button.on_click(generate)
+    controls = widgets.VBox([
+        text,
+        widgets.HBox([widgets.VBox([temperature, top_k, n_words]), widgets.VBox([greedy, seed_box, button])]),
+    ])
+    display(widgets.VBox([controls, out]))
+    generate()

@@ -73,6 +73,22 @@ def test_generate_cli(quick_run):
     assert result.returncode == 0, result.stderr
     prompt, continuation = result.stdout.strip().split(" | ")
     assert prompt == "the game is" and len(continuation.split()) == 7
+    assert not result.stderr
+
+
+def test_generate_cli_is_the_widgets_path(quick_run, C):
+    """The CLI and the notebook widget share hw4lib.prompting.continue_prompt: same words, same note, same text."""
+    from hw4lib import data
+    from hw4lib.prompting import continue_prompt
+
+    settings = ["--words", "9", "--temperature", "1.3", "--top-k", "30", "--seed", "4"]
+    result = cli("generate", "--checkpoint", str(quick_run / "model.pt"), "--prompt", "the qzxv game", *settings)
+    assert result.returncode == 0, result.stderr
+    assert "not in the vocabulary, read as <unk>: 'qzxv'" in result.stderr
+    model = checkpoint.build_model(C, checkpoint.load_checkpoint(quick_run / "model.pt"))
+    expected = continue_prompt(model, data.load_vocab("wikitext2"), C.generation, "the qzxv game", 9, greedy=False,
+                               temperature=1.3, top_k=30, seed=4)
+    assert result.stdout.strip() == f"the qzxv game | {expected.text}"
 
 
 def test_missing_and_foreign_checkpoints_are_clear_errors(quick_run, tmp_path, C):
