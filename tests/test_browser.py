@@ -255,5 +255,5 @@ def test_generator_widget_continues_a_prompt(generator_lab):
             browser.close()
     elapsed = time.perf_counter() - start
     print(f"browser cycle: {elapsed:.1f} s")
+    # Its duration is printed, not asserted: speed is measured on an idle machine, not in a test.
     assert os.path.getsize(ARTIFACTS / "generator_widget.png") > 10_000
-    assert elapsed < 60, f"the generator widget's browser cycle took {elapsed:.0f} s; the budget is 60 s"
