@@ -54,7 +54,7 @@ from hw4lib.training import get_preset
 # name: sizes, and the (preset, dataset) whose regularization the AWD-LSTM step uses.
 SIZE_SETS: dict[str, dict[str, Any]] = {
     "tiny": dict(vocab=500, embed=16, hidden=32, layers=2, batch=4, bptt=10, preset=("quick", "wikitext2")),
-    "cpu": dict(vocab=33_278, embed=200, hidden=400, layers=3, batch=20, bptt=70, preset=("cpu", "wikitext2")),
+    "cpu": dict(vocab=33_278, embed=200, hidden=400, layers=2, batch=20, bptt=35, preset=("cpu", "wikitext2")),
     "paper": dict(vocab=10_000, embed=400, hidden=1150, layers=3, batch=20, bptt=70, preset=("paper", "ptb")),
 }
 VARIANTS = ("awd", "plain", "cell", "eval")
