@@ -15,9 +15,11 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shutil
 import stat
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -129,18 +131,24 @@ def test_exchange_cycle_with_real_users(deployment, tmp_path, trained_model, gra
     def nbgrader(user: str, *args: str, cwd: Path):
         return run(user, "-m", "nbgrader", *args, cwd=cwd)
 
+    def each_student(*args: str) -> dict:
+        """The same nbgrader command by every student at once, as in a class (and twice as fast on 2 cores)."""
+        with ThreadPoolExecutor(max_workers=len(STUDENTS)) as pool:
+            results = pool.map(lambda s: nbgrader(s, *args, cwd=work[s]), STUDENTS)
+            return dict(zip(STUDENTS, results, strict=True))
+
+    work: dict[str, Path] = {}
     # The instructor: generate (solutions -> stubs, hidden tests out) and release to the exchange.
     nbgrader(INSTRUCTOR, "generate_assignment", course.ASSIGNMENT, "--force", cwd=roster.course)
     nbgrader(INSTRUCTOR, "release_assignment", course.ASSIGNMENT, "--force", cwd=roster.course)
 
     # Each student fetches into a folder only they can enter.
-    work = {}
     for student in STUDENTS:
         work[student] = tmp_path / "students" / student
         work[student].mkdir(parents=True)
         shutil.chown(work[student], student)
         os.chmod(work[student], 0o700)
-        nbgrader(student, "fetch_assignment", course.ASSIGNMENT, cwd=work[student])
+    each_student("fetch_assignment", course.ASSIGNMENT)
     released = sorted(p.name for p in (roster.course / "release" / course.ASSIGNMENT).glob("*.ipynb"))
     for student in STUDENTS:
         assert sorted(p.name for p in (work[student] / course.ASSIGNMENT).glob("*.ipynb")) == released
@@ -155,7 +163,7 @@ def test_exchange_cycle_with_real_users(deployment, tmp_path, trained_model, gra
     mistake.make(work["awd-bob"] / course.ASSIGNMENT)
     for student in STUDENTS:
         course_setup.chown_tree(work[student], student)
-        nbgrader(student, "submit", course.ASSIGNMENT, cwd=work[student])
+    each_student("submit", course.ASSIGNMENT)
 
     # The instructor collects; the sandboxed grader grades what was collected, as the instructor when bubblewrap
     # works for a non-root user here (unprivileged user namespaces), else as root (docs/deploy.md).
@@ -216,9 +224,9 @@ def test_exchange_cycle_with_real_users(deployment, tmp_path, trained_model, gra
 
     # Each student fetches feedback: exactly the instructor's feedback for them, which differs from the others'.
     fetched = {}
+    got_back = each_student("fetch_feedback", course.ASSIGNMENT)
     for student in STUDENTS:
-        got_back = nbgrader(student, "fetch_feedback", course.ASSIGNMENT, cwd=work[student])
-        assert "Fetched feedback" in got_back.stderr, (student, got_back.stderr[-3000:])
+        assert "Fetched feedback" in got_back[student].stderr, (student, got_back[student].stderr[-3000:])
         folders = list((work[student] / course.ASSIGNMENT / "feedback").iterdir())
         assert len(folders) == 1, folders  # one submission, one timestamped feedback folder
         fetched[student] = {p.name: p.read_bytes() for p in folders[0].glob("*.html")}
@@ -230,5 +238,9 @@ def test_exchange_cycle_with_real_users(deployment, tmp_path, trained_model, gra
         for b in STUDENTS:
             if a < b:
                 assert fetched[a] != fetched[b]
-    assert b"HiddenTestsFailed" not in b"".join(fetched["awd-alice"].values())
-    assert b"HiddenTestsFailed" in fetched["awd-carol"][released[1].replace(".ipynb", ".html")]
+    # ... and it tells each student the score of each part that the gradebook holds for them.
+    for student in STUDENTS:
+        for part in config.parts:
+            html = fetched[student][part.notebook.replace(".ipynb", ".html")].decode()
+            score = got[student, part.name][0]
+            assert f"{part.name}: {score:g} / {part.points:g} points" in re.sub(r"<[^>]+>", "", html), (student, part)
