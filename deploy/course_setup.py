@@ -163,6 +163,8 @@ def make_runtime(dest: Path, data_dir: Path) -> Path:
     python = shared_interpreter(dest / "python")
     env = {**os.environ, **runtime_env(dest)}
     subprocess.run([str(python), "-m", "venv", "--without-pip", str(venv)], check=True, env=env)
+    # Only what this function writes itself is chmodded: a chmod of a hard link would change the original too.
+    subprocess.run(["chmod", "-R", "a+rX", str(venv)], check=True)
     rel_site = Path(sysconfig.get_paths()["purelib"]).relative_to(sys.prefix)
     # The editable install of this project points into the repository; the runtime's hw4lib replaces it.
     link_tree(Path(sys.prefix) / rel_site, venv / rel_site, skip=("__editable__",))
@@ -183,7 +185,7 @@ def make_runtime(dest: Path, data_dir: Path) -> Path:
     link_tree(Path(data_dir), dest / "data")
     subprocess.run([str(venv / "bin" / "python"), "-m", "compileall", "-q", str(dest / "hw4lib")], check=True,
                    env=env)
-    subprocess.run(["chmod", "-R", "a+rX", str(dest)], check=True)
+    subprocess.run(["chmod", "-R", "a+rX", str(dest / "hw4lib")], check=True)
     return dest
 
 
