@@ -90,7 +90,7 @@ def deployment(tmp_path, tmp_path_factory, data_env, trained_model, grading_conf
     os.chmod(REPO, repo_mode & ~0o007)
     roster = course_setup.load_roster(exchange=tmp_path / "exchange", course=tmp_path / "instructor" / "course",
                                       runtime=tmp_path / "runtime", code=tmp_path / "instructor" / "code")
-    created = []
+    previous: dict[Path, bytes | None] = {}  # each user's nbgrader config before this run, put back after it
     try:
         for user in roster.users:
             course_setup.ensure_user(user)
@@ -98,7 +98,7 @@ def deployment(tmp_path, tmp_path_factory, data_env, trained_model, grading_conf
         shutil.chown(tmp_path / "instructor", INSTRUCTOR)
         os.chmod(tmp_path / "instructor", 0o700)
         home_files = [Path(pwd.getpwnam(u).pw_dir) / ".jupyter" / "nbgrader_config.py" for u in roster.users]
-        created = [p for p in home_files if not p.exists()]
+        previous = {p: p.read_bytes() if p.is_file() else None for p in home_files}
         caches = [Path(pwd.getpwnam(u).pw_dir) / ".local/share/jupyter/nbgrader_cache" / roster.course_id
                   for u in roster.users]
         for cache in caches:  # a previous run's submissions would be matched against this run's feedback
@@ -109,8 +109,11 @@ def deployment(tmp_path, tmp_path_factory, data_env, trained_model, grading_conf
         os.chmod(REPO, repo_mode)
         for path, mode in restore:
             os.chmod(path, mode)
-        for path in created:
-            path.unlink(missing_ok=True)
+        for path, content in previous.items():
+            if content is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_bytes(content)
         for user in roster.users:
             shutil.rmtree(Path(pwd.getpwnam(user).pw_dir) / ".local/share/jupyter/nbgrader_cache" / roster.course_id,
                           ignore_errors=True)
