@@ -99,10 +99,6 @@ def deployment(tmp_path, tmp_path_factory, data_env, trained_model, grading_conf
         os.chmod(tmp_path / "instructor", 0o700)
         home_files = [Path(pwd.getpwnam(u).pw_dir) / ".jupyter" / "nbgrader_config.py" for u in roster.users]
         previous = {p: p.read_bytes() if p.is_file() else None for p in home_files}
-        caches = [Path(pwd.getpwnam(u).pw_dir) / ".local/share/jupyter/nbgrader_cache" / roster.course_id
-                  for u in roster.users]
-        for cache in caches:  # a previous run's submissions would be matched against this run's feedback
-            shutil.rmtree(cache, ignore_errors=True)
         course_setup.setup(roster, data_env, log=lambda *_: None)
         yield roster
     finally:
@@ -114,9 +110,6 @@ def deployment(tmp_path, tmp_path_factory, data_env, trained_model, grading_conf
                 path.unlink(missing_ok=True)
             else:
                 path.write_bytes(content)
-        for user in roster.users:
-            shutil.rmtree(Path(pwd.getpwnam(user).pw_dir) / ".local/share/jupyter/nbgrader_cache" / roster.course_id,
-                          ignore_errors=True)
 
 
 def test_exchange_cycle_with_real_users(deployment, tmp_path, trained_model, grading_config):
@@ -135,9 +128,17 @@ def test_exchange_cycle_with_real_users(deployment, tmp_path, trained_model, gra
         return run(user, "-m", "nbgrader", *args, cwd=cwd)
 
     def each_student(*args: str) -> dict:
-        """The same nbgrader command by every student at once, as in a class (and twice as fast on 2 cores)."""
+        """The same nbgrader command by every student at once, as in a class (and twice as fast on 2 cores).
+
+        nbgrader's student cache (what submit keeps, what fetch_feedback matches feedback against) is per run
+        instead of ~/.local/share/jupyter/nbgrader_cache: another run with the same users cannot disturb it.
+        """
+        def one(student: str):
+            return nbgrader(student, *args, f"--Exchange.cache={work[student].parent / ('cache-' + student)}",
+                            cwd=work[student])
+
         with ThreadPoolExecutor(max_workers=len(STUDENTS)) as pool:
-            results = pool.map(lambda s: nbgrader(s, *args, cwd=work[s]), STUDENTS)
+            results = pool.map(one, STUDENTS)
             return dict(zip(STUDENTS, results, strict=True))
 
     work: dict[str, Path] = {}
@@ -149,8 +150,10 @@ def test_exchange_cycle_with_real_users(deployment, tmp_path, trained_model, gra
     for student in STUDENTS:
         work[student] = tmp_path / "students" / student
         work[student].mkdir(parents=True)
-        shutil.chown(work[student], student)
-        os.chmod(work[student], 0o700)
+        for folder in (work[student], work[student].parent / f"cache-{student}"):
+            folder.mkdir(exist_ok=True)
+            shutil.chown(folder, student)
+            os.chmod(folder, 0o700)
     each_student("fetch_assignment", course.ASSIGNMENT)
     released = sorted(p.name for p in (roster.course / "release" / course.ASSIGNMENT).glob("*.ipynb"))
     for student in STUDENTS:
