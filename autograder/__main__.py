@@ -15,7 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     rel.add_argument("--course", type=Path, default=course.DEFAULT_ROOT, help="nbgrader course root")
     rel.add_argument("--out", type=Path, default=course.RELEASE_DIR)
     grd = sub.add_parser("grade", help="grade a folder of submissions: DIR/<student>/*.ipynb + model.pt")
-    grd.add_argument("--submissions", type=Path, required=True, help="folder with one sub-folder per student")
+    grd.add_argument("--submissions", type=Path, required=True,
+                     help="folder with one sub-folder per student (or a course's submitted/, after nbgrader collect)")
     grd.add_argument("--out", type=Path, required=True, help="grades.csv, feedback/, the nbgrader course")
     grd.add_argument("--config", type=Path, default=None, help="grading config (default autograder/config.toml)")
     grd.add_argument("--workers", type=int, default=None, help="students graded at once (default: cores)")

@@ -30,6 +30,7 @@ c.Exchange.root = {exchange!r}
 c.IgnorePattern.enabled = True
 c.IgnorePattern.pattern = ".*(Warning|warn).*"
 c.Execute.raise_on_iopub_timeout = False
+c.Validator.validate_all = True  # see VALIDATE_CONFIG
 c.ClearSolutions.code_stub = {{"python": "# YOUR CODE HERE\\nraise NotImplementedError()"}}
 # nbgrader's own sanitize step, with OverwriteCells able to restore any deleted test cell (see preprocessors.py).
 c.Autograde.sanitize_preprocessors = [
@@ -58,7 +59,25 @@ c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.ClearHiddenTests",
 ]
 {extra}
+# A deployment's settings (deploy/course_setup.py: the shared exchange, where the grader leaves verdicts) live in
+# their own file, so that regenerating this one (python -m autograder release) keeps them. Missing: ignored.
+load_subconfig({site!r}, path={root!r})  # noqa: F821
 '''
+SITE_CONFIG = "nbgrader_site_config.py"
+
+# nbgrader's validate (command line or the Validate button) only looks at grade cells, and a released test cell
+# holds nothing but a comment: an unfinished notebook "passed". validate_all also reports every code cell that
+# ends in an error, so an unfinished part shows up as its failing visible check ("CheckFailed: ...") and the
+# cells that need it ("NotImplementedError: a part used here is not implemented yet ..."). Validation runs with
+# NBGRADER_EXECUTION set, so hw4lib.config.quick_mode() shrinks the training cells.
+VALIDATE_CONFIG = "c.Validator.validate_all = True\n"
+
+STUDENT_CONFIG = '''\
+# Written by deploy/course_setup.py: this user's course and exchange.
+c = get_config()  # noqa: F821
+c.CourseDirectory.course_id = {course_id!r}
+c.Exchange.root = {exchange!r}
+''' + VALIDATE_CONFIG
 
 
 def make_course(root: Path = DEFAULT_ROOT, extra_config: str = "", notebooks: Path | None = None) -> Path:
@@ -82,6 +101,7 @@ def make_course(root: Path = DEFAULT_ROOT, extra_config: str = "", notebooks: Pa
             exchange=str(root / "exchange"),
             verdicts=str(root / "verdicts"),
             extra=extra_config,
+            site=SITE_CONFIG,
         )
     )
     return root

@@ -51,6 +51,14 @@ def prepare_runtime(dest: Path) -> Path:
     return dest
 
 
+def submission_folder(submissions: Path, student: str) -> Path:
+    """``DIR/<student>/``, or ``DIR/<student>/hw4/`` when ``DIR`` is an nbgrader course's ``submitted/`` (after
+    ``nbgrader collect``), so the instructor can grade what the exchange delivered as it lies."""
+    folder = Path(submissions) / student
+    nested = folder / course.ASSIGNMENT
+    return nested if nested.is_dir() and not nested.is_symlink() else folder
+
+
 def copy_submission(src: Path, dest: Path, notebooks: list[str]) -> None:
     """Regular files only (a symlink could point at the gradebook): the notebooks and model.pt."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -306,7 +314,8 @@ def grade_all(submissions: Path, out: Path, *, config_path: Path | None = None, 
 
     def one(student: str) -> tuple[str, dict]:
         t0 = time.monotonic()
-        verdicts = grade_student(Path(submissions) / student, out / "work" / student, config, seed, runtime, slices)
+        verdicts = grade_student(submission_folder(submissions, student), out / "work" / student, config, seed,
+                                 runtime, slices)
         total = sum(v.score for v in verdicts)
         log(f"{student}: {total:g} / {sum(v.points for v in verdicts):g} ({time.monotonic() - t0:.1f} s)")
         return student, {v.part: v.as_dict() for v in verdicts}
@@ -317,7 +326,7 @@ def grade_all(submissions: Path, out: Path, *, config_path: Path | None = None, 
     verdict_dir.mkdir(exist_ok=True)
     for student, parts in verdicts.items():
         (verdict_dir / f"{student}.json").write_text(json.dumps(parts))
-        place_submission(Path(submissions) / student, root, student, root / "source" / course.ASSIGNMENT,
+        place_submission(submission_folder(submissions, student), root, student, root / "source" / course.ASSIGNMENT,
                          root / "release" / course.ASSIGNMENT)
     result = course.nbgrader(root, "autograde", course.ASSIGNMENT, "--create", "--force", check=False)
     if result.returncode != 0:

@@ -99,6 +99,8 @@ def run(argv: list[str], *, ro: dict[str, Path], rw: dict[str, Path], limits: Li
     threads = str(limits.threads)
     full_env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
                 "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONHASHSEED": "0", **(env or {})}
+    if "LD_LIBRARY_PATH" in os.environ:  # the interpreter's own libpython (a copied Python: deploy/course_setup.py)
+        full_env.setdefault("LD_LIBRARY_PATH", os.environ["LD_LIBRARY_PATH"])
     cmd = bwrap_command(argv, ro, rw, full_env)
     start = time.monotonic()
     killed = None

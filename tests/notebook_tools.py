@@ -49,3 +49,17 @@ def kernel_env(quick: bool = True) -> dict[str, str]:
 
 def copy_tree(src: Path, dest: Path) -> None:
     shutil.copytree(src, dest, dirs_exist_ok=True)
+
+
+def fill_with_reference(path: Path) -> None:
+    """Every graded (solution) cell of a released notebook gets the reference answer from ``solutions/``: what a
+    student who got everything right submits."""
+    reference = nbformat.read(str(SOLUTIONS / Path(path).name), as_version=4)
+    answers = {c.metadata["nbgrader"]["grade_id"]: c.source for c in reference.cells
+               if c.metadata.get("nbgrader", {}).get("solution")}
+    nb = nbformat.read(str(path), as_version=4)
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("solution"):
+            cell.source = answers[meta["grade_id"]]
+    nbformat.write(nb, str(path))

@@ -1,0 +1,252 @@
+"""nbgrader's exchange cycle end to end, with real Unix users and nbgrader's own commands in real processes.
+
+deploy/course_setup.py makes the users, the exchange, the shared runtime and the instructor's course; then:
+the instructor releases hw4; each student fetches it as themself, fills it (alice: the reference answers,
+bob: one part wrong, carol: nothing) and submits; the instructor collects and grades with the sandboxed grader
+(``python -m autograder grade`` on the collected ``submitted/``), records the verdicts with ``nbgrader
+autograde``, generates and releases feedback; each student fetches their feedback. Along the way, a student's
+process tries to read what it must not and is refused by the kernel.
+
+Runs as root only (users, runuser, chown). Per-run paths live in pytest's tmp dir; the users stay.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import shutil
+import stat
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from autograder import course
+from autograder.config import load as load_config
+from autograder.grade import gradebook_rows
+from tests.fixtures.mistakes import MISTAKES
+from tests.notebook_tools import fill_with_reference
+
+REPO = Path(__file__).resolve().parent.parent
+INSTRUCTOR, STUDENTS = "awd-instructor", ("awd-alice", "awd-bob", "awd-carol")
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: creates Unix users and runs nbgrader as each of them"),
+    pytest.mark.skipif(shutil.which("useradd") is None, reason="useradd is not installed"),
+]
+
+# A student process runs this and reports, for each path, what reading it gave.
+PROBE = """
+import json, os, sys
+out = {}
+for name, path in json.loads(sys.argv[1]).items():
+    try:
+        if os.path.isdir(path):
+            os.listdir(path)
+        else:
+            open(path, "rb").read(1)
+        out[name] = "read"
+    except OSError as err:
+        out[name] = f"{type(err).__name__}:{err.errno}"
+print(json.dumps(out))
+"""
+
+
+def _open_path_for_others(path: Path, stop: Path) -> list[tuple[Path, int]]:
+    """Adds o+x to ``path`` and its parents below ``stop`` (pytest makes its tmp dirs 0700); returns old modes."""
+    changed = []
+    for p in [path, *path.parents]:
+        if p == stop:
+            break
+        mode = p.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            changed.append((p, stat.S_IMODE(mode)))
+            os.chmod(p, stat.S_IMODE(mode) | stat.S_IXOTH)
+    return changed
+
+
+def _one_part_mistake():
+    """A mistake that costs its own part and no other."""
+    return next(v for v in MISTAKES if set(v.fails) == {v.part})
+
+
+@pytest.fixture
+def deployment(tmp_path, tmp_path_factory, data_env, trained_model, grading_config):
+    """The course set up by deploy/course_setup.py on per-run paths; the repository closed to other users.
+
+    Asks for the session fixtures first: pytest closes its tmp root again (0700) when they make their folders.
+    """
+    from deploy import course_setup
+
+    # Only pytest's own folders are opened (others may enter them, not list them): /tmp/pytest-of-root/pytest-N.
+    basetemp = tmp_path_factory.getbasetemp()
+    top = basetemp.parent if basetemp.parent.name.startswith("pytest-of-") else basetemp
+    restore = _open_path_for_others(tmp_path, top.parent)
+    # The repository holds solutions/: students must not reach it (a CI clone under /root already is closed).
+    repo_mode = stat.S_IMODE(REPO.stat().st_mode)
+    os.chmod(REPO, repo_mode & ~0o007)
+    roster = course_setup.load_roster(exchange=tmp_path / "exchange", course=tmp_path / "instructor" / "course",
+                                      runtime=tmp_path / "runtime", code=tmp_path / "instructor" / "code")
+    previous: dict[Path, bytes | None] = {}  # each user's nbgrader config before this run, put back after it
+    try:
+        for user in roster.users:
+            course_setup.ensure_user(user)
+        (tmp_path / "instructor").mkdir()
+        shutil.chown(tmp_path / "instructor", INSTRUCTOR)
+        os.chmod(tmp_path / "instructor", 0o700)
+        home_files = [Path(pwd.getpwnam(u).pw_dir) / ".jupyter" / "nbgrader_config.py" for u in roster.users]
+        previous = {p: p.read_bytes() if p.is_file() else None for p in home_files}
+        course_setup.setup(roster, data_env, log=lambda *_: None)
+        yield roster
+    finally:
+        os.chmod(REPO, repo_mode)
+        for path, mode in restore:
+            os.chmod(path, mode)
+        for path, content in previous.items():
+            if content is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_bytes(content)
+
+
+def test_exchange_cycle_with_real_users(deployment, tmp_path, trained_model, grading_config):
+    from deploy import course_setup
+
+    roster = deployment
+    python = str(roster.runtime / "venv" / "bin" / "python")
+
+    def run(user: str, *args: str, cwd: Path, check: bool = True):
+        start = time.monotonic()
+        result = course_setup.run_as(user, [python, *args], course_setup.user_env(roster, user), cwd, check=check)
+        print(f"{time.monotonic() - start:6.1f} s  {user}: {' '.join(args)[:60]}")  # pytest -s shows the steps
+        return result
+
+    def nbgrader(user: str, *args: str, cwd: Path):
+        return run(user, "-m", "nbgrader", *args, cwd=cwd)
+
+    def each_student(*args: str) -> dict:
+        """The same nbgrader command by every student at once, as in a class (and twice as fast on 2 cores).
+
+        nbgrader's student cache (what submit keeps, what fetch_feedback matches feedback against) is per run
+        instead of ~/.local/share/jupyter/nbgrader_cache: another run with the same users cannot disturb it.
+        """
+        def one(student: str):
+            return nbgrader(student, *args, f"--Exchange.cache={work[student].parent / ('cache-' + student)}",
+                            cwd=work[student])
+
+        with ThreadPoolExecutor(max_workers=len(STUDENTS)) as pool:
+            results = pool.map(one, STUDENTS)
+            return dict(zip(STUDENTS, results, strict=True))
+
+    work: dict[str, Path] = {}
+    # The instructor: generate (solutions -> stubs, hidden tests out) and release to the exchange.
+    nbgrader(INSTRUCTOR, "generate_assignment", course.ASSIGNMENT, "--force", cwd=roster.course)
+    nbgrader(INSTRUCTOR, "release_assignment", course.ASSIGNMENT, "--force", cwd=roster.course)
+
+    # Each student fetches into a folder only they can enter.
+    for student in STUDENTS:
+        work[student] = tmp_path / "students" / student
+        work[student].mkdir(parents=True)
+        for folder in (work[student], work[student].parent / f"cache-{student}"):
+            folder.mkdir(exist_ok=True)
+            shutil.chown(folder, student)
+            os.chmod(folder, 0o700)
+    each_student("fetch_assignment", course.ASSIGNMENT)
+    released = sorted(p.name for p in (roster.course / "release" / course.ASSIGNMENT).glob("*.ipynb"))
+    for student in STUDENTS:
+        assert sorted(p.name for p in (work[student] / course.ASSIGNMENT).glob("*.ipynb")) == released
+
+    # Their work (written here as root, then handed back to them): alice right, bob one part wrong, carol nothing.
+    mistake = _one_part_mistake()
+    for student in ("awd-alice", "awd-bob"):
+        hw4 = work[student] / course.ASSIGNMENT
+        for notebook in sorted(hw4.glob("*.ipynb")):
+            fill_with_reference(notebook)
+        shutil.copy2(trained_model, hw4 / "model.pt")
+    mistake.make(work["awd-bob"] / course.ASSIGNMENT)
+    for student in STUDENTS:
+        course_setup.chown_tree(work[student], student)
+    each_student("submit", course.ASSIGNMENT)
+
+    # The instructor collects; the sandboxed grader grades what was collected, as the instructor when bubblewrap
+    # works for a non-root user here (unprivileged user namespaces), else as root (docs/deploy.md).
+    nbgrader(INSTRUCTOR, "collect", course.ASSIGNMENT, cwd=roster.course)
+    submitted = roster.course / "submitted"
+    assert sorted(p.name for p in submitted.iterdir()) == sorted(STUDENTS)
+    config_copy = roster.code / "grading_config.toml"
+    shutil.copy2(grading_config["path"], config_copy)
+    shutil.chown(config_copy, INSTRUCTOR)
+    grade = ["-m", "autograder", "grade", "--submissions", str(submitted), "--out", str(roster.course / "grading"),
+             "--config", str(config_copy), "--workers", "2", "--seed", "11"]
+    sandboxed_as_instructor, why = course_setup.sandbox_works_as(INSTRUCTOR)
+    if sandboxed_as_instructor:
+        run(INSTRUCTOR, *grade, cwd=roster.course)
+    else:
+        env = {**course_setup.user_env(roster, INSTRUCTOR), "HOME": "/root", "USER": "root"}
+        course_setup.run_as("root", [python, *grade], env, roster.course)
+        course_setup.chown_tree(roster.course / "grading", INSTRUCTOR)
+    print(f"graded as {'the instructor' if sandboxed_as_instructor else 'root'}: {why}")
+
+    # nbgrader records the verdicts in the instructor's gradebook, then makes and releases feedback.
+    nbgrader(INSTRUCTOR, "autograde", course.ASSIGNMENT, "--create", "--force", cwd=roster.course)
+    nbgrader(INSTRUCTOR, "generate_feedback", course.ASSIGNMENT, "--force", cwd=roster.course)
+    nbgrader(INSTRUCTOR, "release_feedback", course.ASSIGNMENT, cwd=roster.course)
+
+    # What a student's process must not read, and (controls) what it must.
+    inbound = roster.exchange / roster.course_id / "inbound"
+    forbidden = {
+        "exchange inbound (other students' submissions)": inbound,
+        "exchange feedback listing": roster.exchange / roster.course_id / "feedback",
+        "instructor source/": roster.course / "source" / course.ASSIGNMENT / released[1],
+        "instructor gradebook.db": roster.course / "gradebook.db",
+        "repository solutions/": REPO / "solutions" / released[1],
+        "instructor's copy of solutions/": roster.code / "solutions" / released[1],
+        "another student's work folder": work["awd-alice"] / course.ASSIGNMENT / released[1],
+        "another student's home": Path(pwd.getpwnam("awd-alice").pw_dir),
+    }
+    allowed = {"own work": work["awd-bob"] / course.ASSIGNMENT / released[1],
+               "released assignment": roster.exchange / roster.course_id / "outbound" / course.ASSIGNMENT}
+    assert (roster.course / "gradebook.db").is_file()
+    probe = {**{k: str(v) for k, v in forbidden.items()}, **{k: str(v) for k, v in allowed.items()}}
+    seen = json.loads(run("awd-bob", "-c", PROBE, json.dumps(probe), cwd=work["awd-bob"]).stdout)
+    assert {k: seen[k] for k in forbidden} == {k: "PermissionError:13" for k in forbidden}
+    assert {k: seen[k] for k in allowed} == {k: "read" for k in allowed}
+    # nbgrader hides a submission by its name (student+assignment+timestamp+random) in an unlistable inbound.
+    names = sorted(p.name for p in inbound.iterdir())
+    assert len(names) == 3 and all(len(n.split("+")[-1]) >= 10 for n in names), names
+
+    config = load_config(config_copy)
+    rows = gradebook_rows(roster.course, list(STUDENTS), config, {}, log=pytest.fail)
+    got = {(r["student"], r["grade_id"][len("test_"):]): (r["score"], r["max_score"]) for r in rows}
+    parts = {p.name: p.points for p in config.parts}
+    assert {s for s, _ in got} == set(STUDENTS) and {p for _, p in got} == set(parts)
+    assert all(got["awd-alice", p] == (pts, pts) for p, pts in parts.items()), got
+    assert got["awd-bob", mistake.part][0] < parts[mistake.part], (mistake.name, got["awd-bob", mistake.part])
+    assert all(got["awd-bob", p] == (pts, pts) for p, pts in parts.items() if p != mistake.part), got
+    assert all(got["awd-carol", p][0] == 0 for p in parts), got
+
+    # Each student fetches feedback: exactly the instructor's feedback for them, which differs from the others'.
+    fetched = {}
+    got_back = each_student("fetch_feedback", course.ASSIGNMENT)
+    for student in STUDENTS:
+        assert "Fetched feedback" in got_back[student].stderr, (student, got_back[student].stderr[-3000:])
+        folders = list((work[student] / course.ASSIGNMENT / "feedback").iterdir())
+        assert len(folders) == 1, folders  # one submission, one timestamped feedback folder
+        fetched[student] = {p.name: p.read_bytes() for p in folders[0].glob("*.html")}
+        own = roster.course / "feedback" / student / course.ASSIGNMENT
+        assert fetched[student] == {p.name: p.read_bytes() for p in own.glob("*.html")}
+        assert sorted(fetched[student]) == [n.replace(".ipynb", ".html") for n in released]
+        assert all(pwd.getpwuid(p.stat().st_uid).pw_name == student for p in folders[0].iterdir())
+    for a in STUDENTS:
+        for b in STUDENTS:
+            if a < b:
+                assert fetched[a] != fetched[b]
+    # ... and it tells each student the score of each part that the gradebook holds for them.
+    for student in STUDENTS:
+        for part in config.parts:
+            html = fetched[student][part.notebook.replace(".ipynb", ".html")].decode()
+            score = got[student, part.name][0]
+            assert f"{part.name}: {score:g} / {part.points:g} points" in re.sub(r"<[^>]+>", "", html), (student, part)
