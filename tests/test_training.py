@@ -49,11 +49,12 @@ def test_quick_preset_trains_and_reports(quick_run):
     assert metrics["finished"] and metrics["val_ppl_scope"] == "validation split"
     assert len(history) == 2
     # It learns (the training loss falls from the first epoch's window to the second's) and generalizes far beyond
-    # a uniform guess over 33,278 words. Whether the second epoch's validation beats the first on this 40,000-token
+    # a uniform guess over 33,278 words. Whether the second epoch's validation beats the first on its 10,000-token
     # slice depends on the dropout masks drawn, so it is not asserted.
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert max(h["val_ppl"] for h in history) < 33278 / 10
-    assert math.isclose(metrics["val_ppl"], history[-1]["val_ppl"], rel_tol=1e-6)
+    # model.pt is the best check's model, scored again on the same validation slice at the end.
+    assert math.isclose(metrics["val_ppl"], min(h["val_ppl"] for h in history), rel_tol=1e-6)
     assert (quick_run / "curves.png").stat().st_size > 1000
     assert "val ppl" in (quick_run / "train.log").read_text()
 
