@@ -14,10 +14,9 @@ from hw4lib.components import load_components
 from hw4lib.errors import HW4Error
 from hw4lib.finetune import FineTuner, finetune, finetune_config, non_monotone
 from hw4lib.perplexity import evaluate_nll
-from hw4lib.synthetic import BracketGrammar
-from hw4lib.training import RunData, TrainConfig, get_preset, train
-
-QUIET = dict(progress=False, log=lambda *_: None)
+from hw4lib.training import RunData, TrainConfig, train
+from tests.fixtures.tiny_runs import QUIET, grammar_run_data, plain_tiny
+from tests.fixtures.tiny_runs import tiny as tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -27,16 +26,12 @@ def C():
 
 @pytest.fixture(scope="module")
 def grammar_data() -> RunData:
-    grammar = BracketGrammar()
-    return RunData([grammar.sample(4000, seed=1)], [grammar.sample(1200, seed=2)], len(grammar.vocab))
+    return grammar_run_data()
 
 
 def tiny(**overrides) -> TrainConfig:
-    values = dict(dataset="synthetic", embed_size=8, hidden_size=16, num_layers=2, batch_size=16, bptt=10, epochs=1,
-                  lr=5.0, dropout=0.1, dropouth=0.1, dropouti=0.1, dropoute=0.0, wdrop=0.1, seed=3, device="cpu",
-                  eval_interval=7, nonmono=2)
-    values.update(overrides)
-    return TrainConfig(**values)
+    """The shared tiny run, with checks every 7 batches and a short non-monotone window."""
+    return tiny_run(**{"eval_interval": 7, "nonmono": 2, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -109,10 +104,7 @@ def test_finetune_refuses_other_models_and_the_plain_baseline(C, grammar_data, s
     with pytest.raises(HW4Error, match="another model"):
         FineTuner(config, C, tmp_path / "x", other / "model.pt", run_data=grammar_data, **QUIET)
     plain = tmp_path / "plain"
-    values = {**get_preset("plain").__dict__, "dataset": "synthetic", "embed_size": 8, "hidden_size": 16,
-              "batch_size": 8, "bptt": 10, "epochs": 1, "eval_tokens": None, "eval_every_min": None,
-              "wall_budget_min": None, "device": "cpu"}
-    train(TrainConfig(**values), None, plain, run_data=grammar_data, **QUIET)
+    train(plain_tiny(), None, plain, run_data=grammar_data, **QUIET)
     with pytest.raises(HW4Error, match="plain baseline"):
         finetune(plain / "model.pt", tmp_path / "y", baseline.components(), minutes=1.0, run_data=grammar_data,
                  **QUIET)

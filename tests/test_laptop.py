@@ -22,12 +22,10 @@ from hw4lib.components import load_components
 from hw4lib.errors import HW4Error
 from hw4lib.perplexity import evaluate_nll, nll_sum
 from hw4lib.synthetic import BracketGrammar
-from hw4lib.training import RunData, TrainConfig, get_preset, train
+from hw4lib.training import RunData, get_preset, train
+from tests.fixtures.tiny_runs import QUIET, grammar_run_data, plain_tiny, tiny
 
 REPO = Path(__file__).resolve().parent.parent
-QUIET = dict(progress=False, log=lambda *_: None)
-
-
 @pytest.fixture(scope="module")
 def C():
     return load_components("solutions")
@@ -35,23 +33,7 @@ def C():
 
 @pytest.fixture(scope="module")
 def grammar_data() -> RunData:
-    grammar = BracketGrammar()
-    return RunData([grammar.sample(4000, seed=1)], [grammar.sample(1200, seed=2)], len(grammar.vocab))
-
-
-def tiny(**overrides) -> TrainConfig:
-    values = dict(dataset="synthetic", embed_size=8, hidden_size=16, num_layers=2, batch_size=16, bptt=10, epochs=1,
-                  lr=5.0, dropout=0.1, dropouth=0.1, dropouti=0.1, dropoute=0.0, wdrop=0.1, seed=3, device="cpu")
-    values.update(overrides)
-    return TrainConfig(**values)
-
-
-def plain_tiny(**overrides) -> TrainConfig:
-    values = {**get_preset("plain").__dict__, "dataset": "synthetic", "embed_size": 8, "hidden_size": 16,
-              "batch_size": 8, "bptt": 10, "epochs": 1, "eval_tokens": None, "eval_every_min": None,
-              "wall_budget_min": None, "device": "cpu"}
-    values.update(overrides)
-    return TrainConfig(**values)
+    return grammar_run_data()
 
 
 # ------------------------------------------------------------------------------------------------ cpu_runtime
