@@ -136,46 +136,57 @@ def _open_and_run_all(page: Any, url: str) -> None:
     pytest.fail("no cell ran after eight tries of Run All Cells")
 
 
-def test_dropout_widget_redraws_when_p_moves(jupyterlab, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+@contextlib.contextmanager
+def _notebook_page(url: str, failure_shot: str, width: int, timeout_ms: int) -> Iterator[Any]:
+    """Headless Chromium on the notebook at ``url`` with every cell run; ``failure_shot`` is saved in ARTIFACTS if
+    anything fails, and the browser always closes."""
+    from playwright.sync_api import sync_playwright
 
-    url, _ = jupyterlab
     ARTIFACTS.mkdir(exist_ok=True)
-    start = time.perf_counter()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1000})
-            page.set_default_timeout(120_000)
-            _open_and_run_all(page, url)
-            # Two widgets: the idea (cell 3) and the student's LockedDropout (after the check).
-            images = page.locator(".widget-output img")
-            expect(images).to_have_count(2, timeout=180_000)
-            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for()
-            widget = page.locator(".widget-vbox").nth(1)
-            widget.scroll_into_view_if_needed()
-            image = widget.locator(".widget-output img")
-            before = image.get_attribute("src")
-            page.screenshot(path=str(ARTIFACTS / "dropout_widget_before.png"))
-            handle = widget.locator(".widget-slider .noUi-handle").first
-            handle.focus()
-            handle.press("ArrowRight")
-            deadline = time.monotonic() + 60
-            while image.get_attribute("src") == before:
-                assert time.monotonic() < deadline, "the mask image did not change after moving the p slider"
-                page.wait_for_timeout(250)
-            readout = widget.locator(".widget-readout").first.inner_text()
-            page.wait_for_timeout(500)
-            widget.screenshot(path=str(ARTIFACTS / "dropout_widget_after.png"))
-            page.screenshot(path=str(ARTIFACTS / "dropout_widget_page_after.png"))
-            assert float(readout) > 0.5, f"the p slider reads {readout} after moving right from 0.5"
-            errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
-            assert errors.count() == 0 or "Error" not in errors.first.inner_text()
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "dropout_widget_failure.png"))
-            raise
+            page = browser.new_page(viewport={"width": width, "height": 1000})
+            page.set_default_timeout(timeout_ms)
+            try:
+                _open_and_run_all(page, url)
+                yield page
+            except Exception:
+                page.screenshot(path=str(ARTIFACTS / failure_shot))
+                raise
         finally:
             browser.close()
+
+
+def test_dropout_widget_redraws_when_p_moves(jupyterlab, tmp_path):
+    from playwright.sync_api import expect
+
+    url, _ = jupyterlab
+    start = time.perf_counter()
+    with _notebook_page(url, "dropout_widget_failure.png", 1500, 120_000) as page:
+        # Two widgets: the idea (cell 3) and the student's LockedDropout (after the check).
+        images = page.locator(".widget-output img")
+        expect(images).to_have_count(2, timeout=180_000)
+        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for()
+        widget = page.locator(".widget-vbox").nth(1)
+        widget.scroll_into_view_if_needed()
+        image = widget.locator(".widget-output img")
+        before = image.get_attribute("src")
+        page.screenshot(path=str(ARTIFACTS / "dropout_widget_before.png"))
+        handle = widget.locator(".widget-slider .noUi-handle").first
+        handle.focus()
+        handle.press("ArrowRight")
+        deadline = time.monotonic() + 60
+        while image.get_attribute("src") == before:
+            assert time.monotonic() < deadline, "the mask image did not change after moving the p slider"
+            page.wait_for_timeout(250)
+        readout = widget.locator(".widget-readout").first.inner_text()
+        page.wait_for_timeout(500)
+        widget.screenshot(path=str(ARTIFACTS / "dropout_widget_after.png"))
+        page.screenshot(path=str(ARTIFACTS / "dropout_widget_page_after.png"))
+        assert float(readout) > 0.5, f"the p slider reads {readout} after moving right from 0.5"
+        errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+        assert errors.count() == 0 or "Error" not in errors.first.inner_text()
     print(f"browser cycle: {time.perf_counter() - start:.1f} s")
     assert os.path.getsize(ARTIFACTS / "dropout_widget_after.png") > 10_000
 
@@ -205,54 +216,43 @@ def generator_lab(tmp_path, prepared_data):
 
 
 def test_generator_widget_continues_a_prompt(generator_lab):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    ARTIFACTS.mkdir(exist_ok=True)
     start = time.perf_counter()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
-            _open_and_run_all(page, generator_lab)
-            print(f"notebook running after {time.perf_counter() - start:.1f} s")
-            shown = page.locator(".widget-output .hw4-continuation")
-            note = page.locator(".widget-output .hw4-unknown-note")
-            chart = page.locator(".widget-output img")
-            # the widget generates once when it appears (after the kernel has imported torch and built the model)
-            expect(shown).to_have_count(1, timeout=60_000)
-            expect(chart).to_have_count(1)
-            assert note.count() == 0, "every word of 'The game was' is in WikiText-2's vocabulary"
-            first_text, first_chart = shown.inner_text(), chart.get_attribute("src")
-            assert first_text.startswith("The game was ") and len(first_text.split()) == 3 + 20
+    with _notebook_page(generator_lab, "generator_widget_failure.png", 1400, 60_000) as page:
+        print(f"notebook running after {time.perf_counter() - start:.1f} s")
+        shown = page.locator(".widget-output .hw4-continuation")
+        note = page.locator(".widget-output .hw4-unknown-note")
+        chart = page.locator(".widget-output img")
+        # the widget generates once when it appears (after the kernel has imported torch and built the model)
+        expect(shown).to_have_count(1, timeout=60_000)
+        expect(chart).to_have_count(1)
+        assert note.count() == 0, "every word of 'The game was' is in WikiText-2's vocabulary"
+        first_text, first_chart = shown.inner_text(), chart.get_attribute("src")
+        assert first_text.startswith("The game was ") and len(first_text.split()) == 3 + 20
 
-            prompt = page.get_by_role("textbox", name="prompt")
-            prompt.fill("The qzxv game was")
-            prompt.press("Tab")  # the value reaches the kernel on input already; leaving the box is what a user does
-            handle = page.locator(".widget-slider .noUi-handle").first  # the first slider is the temperature
-            handle.focus()
-            for _ in range(6):
-                handle.press("ArrowRight")
-            expect(page.locator(".widget-readout").first).to_have_text("1.30", timeout=10_000)
-            page.locator(".widget-button", has_text="Generate").click()
+        prompt = page.get_by_role("textbox", name="prompt")
+        prompt.fill("The qzxv game was")
+        prompt.press("Tab")  # the value reaches the kernel on input already; leaving the box is what a user does
+        handle = page.locator(".widget-slider .noUi-handle").first  # the first slider is the temperature
+        handle.focus()
+        for _ in range(6):
+            handle.press("ArrowRight")
+        expect(page.locator(".widget-readout").first).to_have_text("1.30", timeout=10_000)
+        page.locator(".widget-button", has_text="Generate").click()
 
-            # under load (two shared cores) a redraw can take seconds: wait for the final state, not the first one
-            expect(note).to_have_text("not in the vocabulary, read as <unk>: 'qzxv'", timeout=30_000)
-            text = shown.inner_text()
-            assert text.startswith("The qzxv <unk> game was "), text
-            continuation = shown.locator("b").inner_text()
-            assert len(continuation.split()) == 20 and text.endswith(continuation)
-            expect(chart).to_have_count(1, timeout=30_000)
-            assert chart.get_attribute("src") != first_chart, "the next-word chart was not redrawn for the new prompt"
-            page.wait_for_timeout(300)
-            page.locator(".widget-vbox").first.screenshot(path=str(ARTIFACTS / "generator_widget.png"))
-            errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
-            assert errors.count() == 0, errors.first.inner_text()
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "generator_widget_failure.png"))
-            raise
-        finally:
-            browser.close()
+        # under load (two shared cores) a redraw can take seconds: wait for the final state, not the first one
+        expect(note).to_have_text("not in the vocabulary, read as <unk>: 'qzxv'", timeout=30_000)
+        text = shown.inner_text()
+        assert text.startswith("The qzxv <unk> game was "), text
+        continuation = shown.locator("b").inner_text()
+        assert len(continuation.split()) == 20 and text.endswith(continuation)
+        expect(chart).to_have_count(1, timeout=30_000)
+        assert chart.get_attribute("src") != first_chart, "the next-word chart was not redrawn for the new prompt"
+        page.wait_for_timeout(300)
+        page.locator(".widget-vbox").first.screenshot(path=str(ARTIFACTS / "generator_widget.png"))
+        errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+        assert errors.count() == 0, errors.first.inner_text()
     elapsed = time.perf_counter() - start
     print(f"browser cycle: {elapsed:.1f} s")
     # Its duration is printed, not asserted: speed is measured on an idle machine, not in a test.
