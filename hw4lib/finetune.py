@@ -64,13 +64,14 @@ class FineTuner(Trainer):
     so ``model.pt`` only changes when fine-tuning beats it."""
 
     def __init__(self, config: TrainConfig, components: ModuleType | None, out_dir: str | Path,
-                 start_model: str | Path, *, patience: int = 5, **kwargs: Any) -> None:
+                 start_model: str | Path, *, patience: int = 5, start: dict | None = None, **kwargs: Any) -> None:
         if config.nonmono != 0:
             raise HW4Error("a fine-tuning config averages from the start (nonmono=0): build it with finetune_config")
         super().__init__(config, components, out_dir, **kwargs)
         self.patience = patience
         self.start_model = Path(start_model)
-        self.start = load_checkpoint(self.start_model)
+        # ``start``: the checkpoint already loaded from ``start_model`` (finetune() reads it once for the config).
+        self.start = start if start is not None else load_checkpoint(self.start_model)
         if self.start["model_config"] != self.model_config:
             raise HW4Error(f"{self.start_model} holds another model ({self.start['model_config']}) than this run "
                            f"builds ({self.model_config})")
@@ -116,7 +117,7 @@ def finetune(start_model: str | Path, out_dir: str | Path, components: ModuleTyp
     config = finetune_config(start, minutes=minutes, **config_overrides)
     if patience is None:
         patience = int(_config_from_saved(start["meta"]["config"])["nonmono"])
-    tuner = FineTuner(config, components, out_dir, start_model, patience=patience, run_data=run_data,
+    tuner = FineTuner(config, components, out_dir, start_model, patience=patience, start=start, run_data=run_data,
                       resume=resume, progress=progress, log=log)
     return tuner.run()
 
