@@ -51,6 +51,10 @@ PAPER_ROWS: dict[str, str | None] = {
     "no_weight_tying": None,
     "no_independent_embedding": "– full sized embedding",
 }
+LABELS = {"no_weight_drop": "weight drop", "no_embedding_dropout": "embedding dropout",
+          "no_locked_dropout": "locked dropout", "no_ar_tar": "AR/TAR", "no_weight_decay": "weight decay",
+          "no_nt_asgd": "NT-ASGD", "no_variable_bptt": "variable BPTT", "no_weight_tying": "weight tying",
+          "no_independent_embedding": "independent\nembedding size"}
 FIELDS = ["row", "overrides", "dataset", "minutes", "val_ppl", "tokens", "tokens_per_s", "asgd_trigger_step",
           "wall_s"]
 
@@ -237,6 +241,7 @@ def plot(comparison: Comparison, ax: Any = None) -> Any:
     """Grouped bars per removed technique: our perplexity relative to the full model (%) beside the paper's.
     A row one side lacks is marked on the axis instead of a bar. Returns the figure."""
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     if ax is None:
         fig, ax = plt.subplots(figsize=(11, 4.2))
@@ -257,13 +262,11 @@ def plot(comparison: Comparison, ax: Any = None) -> Any:
     budget = f"{comparison.minutes:g}-minute budget per row" if measured else "no measured rows yet"
     ours = (f"ours: cpu preset, {comparison.minutes:g} min per row (full {comparison.full.ppl:.1f})" if measured
             else f"ours: not measured yet ({COMMAND})")
-    ax.bar([], [], color="tab:blue", label=ours)
-    ax.bar([], [], color="tab:orange", label=f"paper, Table 4 (full {comparison.full.paper_ppl:.1f})")
+    paper = f"paper, Table 4 (full {comparison.full.paper_ppl:.1f})"
     ax.axhline(0, color="black", lw=0.8)
-    ax.set_xticks(range(len(rows)), [r.row.removeprefix("no_").replace("_", " ") for r in rows], rotation=25,
-                  ha="right")
+    ax.set_xticks(range(len(rows)), [LABELS[r.row] for r in rows], fontsize=8)
     ax.set(ylabel="validation perplexity vs full (%)",
            title=f"PTB, one technique removed: {budget} vs the paper (above 0: removing it costs)")
-    ax.legend(fontsize=8)
+    ax.legend(handles=[Patch(color="tab:blue", label=ours), Patch(color="tab:orange", label=paper)], fontsize=8)
     fig.tight_layout()
     return fig

@@ -194,3 +194,48 @@ def test_the_plot_draws_one_bar_per_known_value_and_marks_the_missing_ones(tmp_p
     assert "no measured rows yet" in fig.axes[0].get_title()
     assert [t.get_text() for t in fig.axes[0].texts].count("not measured") == len(ablation.ROWS) - 1
     plt.close(fig)
+
+
+# --- the optional notebook: ungraded, through the same release as the graded stages --------------------------
+
+NOTEBOOK = "09_ablation.ipynb"
+
+
+@pytest.mark.parametrize("folder", ["solutions", "notebooks"])
+def test_the_ablation_notebook_is_ungraded_and_exports_nothing(folder):
+    import nbformat
+
+    from hw4lib.components import graded_cells
+
+    path = REPO / folder / NOTEBOOK
+    nb = nbformat.read(str(path), as_version=4)
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        assert not meta.get("grade") and not meta.get("solution") and "points" not in meta, cell.source[:80]
+        assert "### BEGIN" not in cell.source
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, "commit the notebook without outputs"
+    # the component loader runs solution and hw4-export cells of every notebook: this one must give it none
+    assert graded_cells(path) == []
+    text = "\n".join(c.source for c in nb.cells)
+    assert "ablation.read_runs()" in text and "ablation.plot(" in text and "checks.load_earlier(" in text
+    assert "training.train(config, components" in text and "progress=True" in text
+
+
+@pytest.mark.slow
+def test_the_release_carries_the_ablation_notebook_and_hw4_keeps_its_points(tmp_path):
+    """nbgrader's generate_assignment (autograder/course.py) releases 09 as it is, and the gradebook's hw4 is
+    still 100 autograded points plus the written answers, with 0 in the ablation notebook."""
+    from nbgrader.api import Gradebook
+
+    from autograder import course
+    from tests.test_repository import written_answers
+
+    root = tmp_path / "course"
+    released = course.release(root, tmp_path / "release")
+    assert NOTEBOOK in [p.name for p in released]
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}", course.COURSE_ID) as gb:
+        assignment = gb.find_assignment(course.ASSIGNMENT)
+        assert assignment.max_score == 100 + sum(written_answers().values())
+        notebook = gb.find_notebook(NOTEBOOK.removesuffix(".ipynb"), course.ASSIGNMENT)
+        assert notebook.max_score == 0 and notebook.grade_cells == [] and notebook.solution_cells == []
