@@ -76,7 +76,11 @@ def test_the_script_appends_a_row_and_skips_it_the_second_time(data_env, tmp_pat
     rows = list(csv.DictReader(open(table, newline="")))
     assert len(rows) == 1 and rows[0]["row"] == "no_ar_tar" and rows[0]["dataset"] == "ptb"
     assert json.loads(rows[0]["overrides"]) == {"alpha": 0.0, "beta": 0.0}
-    assert 1 < float(rows[0]["val_ppl"]) < 10_000 * 1.5 and int(rows[0]["tokens"]) > 0
+    # The line is the run's own final score: how far a few steps get depends on the machine's load, so no bound on
+    # the perplexity itself, but the CSV must report exactly what the run measured.
+    metrics = json.loads((tmp_path / "runs" / "no_ar_tar-0.05min" / "metrics.json").read_text())
+    assert metrics["finished"] and metrics["preset_config"]["alpha"] == 0.0 and metrics["val_ppl"] > 1
+    assert float(rows[0]["val_ppl"]) == round(metrics["val_ppl"], 3) and int(rows[0]["tokens"]) == metrics["tokens"] > 0
     assert runner.main(argv) == 0
     assert "already in" in capsys.readouterr().out
     assert len(list(csv.DictReader(open(table, newline="")))) == 1
