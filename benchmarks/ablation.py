@@ -15,10 +15,14 @@ What each row removes (the paper's Table 4 names the same techniques):
 * ``no_embedding_dropout``: ``dropoute = 0``;
 * ``no_locked_dropout``: the variational dropouts on the input, between layers and on the output (all 0);
 * ``no_ar_tar``: ``alpha = beta = 0``;
+* ``no_weight_decay``: ``weight_decay = 0``;
 * ``no_nt_asgd``: plain constant-rate SGD (the trigger can never fire) and no budget-aware decay either;
 * ``no_variable_bptt``: fixed windows of ``bptt`` tokens (``p_full = 1``, ``std = 0``);
 * ``no_weight_tying``: an untied decoder (the last layer is then ``H`` wide);
 * ``no_independent_embedding``: embedding size equal to the hidden size (400 instead of 200).
+
+The rows and their mapping to the paper's Table 4 live in ``hw4lib/ablation.py`` (the notebook 09_ablation reads
+the CSV with it, and a student runs one row there with their own components).
 """
 
 from __future__ import annotations
@@ -32,23 +36,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from hw4lib.ablation import FIELDS, ROWS, config_for  # noqa: E402
 from hw4lib.components import load_components  # noqa: E402
-from hw4lib.training import get_preset, train  # noqa: E402
-
-NEVER = 10**9  # a nonmono no run reaches: NT-ASGD's trigger never fires
-ROWS: dict[str, dict] = {
-    "full": {},
-    "no_weight_drop": {"wdrop": 0.0},
-    "no_embedding_dropout": {"dropoute": 0.0},
-    "no_locked_dropout": {"dropout": 0.0, "dropouth": 0.0, "dropouti": 0.0},
-    "no_ar_tar": {"alpha": 0.0, "beta": 0.0},
-    "no_nt_asgd": {"nonmono": NEVER, "lr_decay_frac": 0.0},
-    "no_variable_bptt": {"bptt_p_full": 1.0, "bptt_std": 0.0},
-    "no_weight_tying": {"tie_weights": False},
-    "no_independent_embedding": {"embed_size": 400},
-}
-FIELDS = ["row", "overrides", "dataset", "minutes", "val_ppl", "tokens", "tokens_per_s", "asgd_trigger_step",
-          "wall_s"]
+from hw4lib.training import train  # noqa: E402
 
 
 def done_rows(path: Path, minutes: float) -> set[str]:
@@ -74,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         if name in skip:
             print(f"{name}: already in {args.csv} at {args.minutes} minutes (--again reruns it)")
             continue
-        config = get_preset("cpu", args.dataset, wall_budget_min=args.minutes,
-                            max_train_tokens=args.max_train_tokens, **ROWS[name])
+        config = config_for(name, args.minutes, args.dataset, max_train_tokens=args.max_train_tokens)
         metrics = train(config, components, args.out / f"{name}-{args.minutes:g}min", resume=False,
                         progress=False, log=lambda *_: None)
         line = {"row": name, "overrides": json.dumps(ROWS[name], sort_keys=True), "dataset": args.dataset,
