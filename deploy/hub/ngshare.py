@@ -5,9 +5,13 @@ ngshare (a Tornado app) runs as a JupyterHub managed service, reached through th
 (``JUPYTERHUB_API_TOKEN`` of the user's server), so a student can only act as themself. ngshare-exchange is
 nbgrader's side: ``configureExchange`` points nbgrader's ``ExchangeFactory`` at its classes and the URL.
 
-ngshare-exchange 0.5.3 (the latest) declares ``jupyter-core<4.11.2``, which no current Jupyter satisfies (nbgrader
-0.9.6 needs ``jupyter_core>=5``); it is installed with ``pip install --no-deps`` (requirements-nodeps.txt), and
-``tests/test_ngshare_exchange.py`` checks that it still works with the versions we pin (docs/deploy.md).
+Two version problems, each solved by configuration (docs/deploy.md, "ngshare"; tests/test_ngshare_versions.py):
+
+* ngshare-exchange 0.5.3 (the latest) declares ``jupyter-core<4.11.2``, which jupyter_server 2 (JupyterLab 4,
+  nbgrader 0.9.6) excludes (``jupyter_core>=4.12``): it is installed with ``pip install --no-deps`` (requirements-nodeps.txt) and works as it is;
+* ngshare 0.6.0 (the latest) relies on SQLAlchemy 1.x's backref cascade: under SQLAlchemy 2 a released assignment
+  or a submission is never saved, while ngshare answers success. The service runs with SQLAlchemy 1.4 put first
+  on its own ``PYTHONPATH`` (``DB_PACKAGES``, requirements-ngshare-db.txt); the hub keeps SQLAlchemy 2.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 NAME = "ngshare"
+# SQLAlchemy 1.4 and a matching alembic for the ngshare process only (setup.sh installs them there).
+DB_PACKAGES = Path(sys.prefix) / "ngshare-db"
 COURSE_ID = "awd-course"
 
 
@@ -35,11 +41,15 @@ def service(port: int, state: Path, admins: tuple[str, ...]) -> dict:
     ``admins`` may create courses; instructors and students are then added per course.
     """
     state = Path(state)
+    if not (DB_PACKAGES / "sqlalchemy").is_dir():
+        raise FileNotFoundError(f"{DB_PACKAGES} is missing (ngshare needs SQLAlchemy 1.4 there): run `bash setup.sh`, "
+                                f"or pip install --no-deps --target {DB_PACKAGES} -r requirements-ngshare-db.txt")
     return {
         "name": NAME,
         "url": f"http://127.0.0.1:{port}",
         "command": [sys.executable, "-m", "ngshare", "--admins", ",".join(admins),
                     "--database", f"sqlite:///{state / 'ngshare.db'}", "--storage", str(state / "files")],
+        "environment": {"PYTHONPATH": str(DB_PACKAGES)},
         # A token-authenticated API: no OAuth consent page for users who open it in a browser.
         "oauth_no_confirm": True,
     }
