@@ -6,8 +6,8 @@ Both packages' last releases are from 2022. Two facts, kept here so that a new r
   submission): SQLAlchemy 2 dropped the backref cascade that ngshare's models rely on, and ngshare still answers
   ``success``. Its own SQLAlchemy 1.4 (``deploy.hub.ngshare.DB_PACKAGES``) stores them.
 * ngshare-exchange 0.5.3 declares ``jupyter-core<4.11.2``, which excludes every jupyter_core that jupyter_server 2
-  accepts (JupyterLab 4, which nbgrader 0.9.6 needs), so pip refuses the pair and it is installed with ``--no-deps`` (tests/test_exchange_e2e.py then runs the
-  whole course cycle through it).
+  accepts (JupyterLab 4, which nbgrader 0.9.6 needs), so pip refuses the pair and it is installed with
+  ``--no-deps`` (tests/test_exchange_e2e.py then runs the whole course cycle through it).
 """
 
 from __future__ import annotations

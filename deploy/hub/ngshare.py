@@ -8,7 +8,8 @@ nbgrader's side: ``configureExchange`` points nbgrader's ``ExchangeFactory`` at 
 Two version problems, each solved by configuration (docs/deploy.md, "ngshare"; tests/test_ngshare_versions.py):
 
 * ngshare-exchange 0.5.3 (the latest) declares ``jupyter-core<4.11.2``, which jupyter_server 2 (JupyterLab 4,
-  nbgrader 0.9.6) excludes (``jupyter_core>=4.12``): it is installed with ``pip install --no-deps`` (requirements-nodeps.txt) and works as it is;
+  nbgrader 0.9.6) excludes (``jupyter_core>=4.12``): it is installed with ``pip install --no-deps``
+  (requirements-nodeps.txt) and works as it is;
 * ngshare 0.6.0 (the latest) relies on SQLAlchemy 1.x's backref cascade: under SQLAlchemy 2 a released assignment
   or a submission is never saved, while ngshare answers success. The service runs with SQLAlchemy 1.4 put first
   on its own ``PYTHONPATH`` (``DB_PACKAGES``, requirements-ngshare-db.txt); the hub keeps SQLAlchemy 2.
