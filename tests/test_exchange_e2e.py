@@ -27,6 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import requests  # a dependency of jupyterhub
@@ -37,6 +38,9 @@ from autograder.grade import gradebook_rows
 from tests.fixtures.hub import Hub, api_token, running_hub, server_env
 from tests.fixtures.mistakes import MISTAKES
 from tests.notebook_tools import fill_with_reference
+
+if TYPE_CHECKING:
+    from deploy.course_setup import Roster
 
 REPO = Path(__file__).resolve().parent.parent
 INSTRUCTOR, STUDENTS = "awd-instructor", ("awd-alice", "awd-bob", "awd-carol")
@@ -85,7 +89,7 @@ def _one_part_mistake():
 class Deployment:
     """The course on this machine, and how each user's processes reach the exchange."""
 
-    roster: object  # deploy.course_setup.Roster
+    roster: Roster
     kind: str  # "directory" or "ngshare"
     hub: Hub | None = None  # the hub whose ngshare service is the exchange
     tokens: dict[str, str] = field(default_factory=dict)  # each user's hub API token
