@@ -7,7 +7,9 @@ SIGTERM or Ctrl-C stops the proxy and every user's server too):
 * ``<shared>/jupyter/<role>/``: each role's nbgrader config (course id, exchange; the course root for the
   instructor) and which of nbgrader's extensions load: students get the assignment list and validation, the
   instructor also the formgrader, course list and create-assignment toolbar;
-* the run folder (root only): the hub's sqlite database, cookie secret, proxy token and pid files, log.
+* the run folder (root only): the hub's sqlite database, cookie secret, proxy token and pid files, log;
+* with ``--exchange ngshare``: the ngshare service instead of the exchange directory (``deploy/hub/ngshare.py``),
+  its state in ``<run>/ngshare/``, and each role's nbgrader config pointing at it.
 """
 
 from __future__ import annotations
