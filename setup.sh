@@ -33,6 +33,9 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -r requirements.txt
+.venv/bin/python -m pip install -q --no-deps -r requirements-nodeps.txt
+# ngshare's own SQLAlchemy 1.4, on its PYTHONPATH only (deploy/hub/ngshare.py; docs/deploy.md, "ngshare").
+.venv/bin/python -m pip install -q --no-deps --upgrade --target .venv/ngshare-db -r requirements-ngshare-db.txt
 .venv/bin/python -m pip install -q --no-deps -e .
 
 # Prepares the course format from ../shared/data when it is there, downloads (with sha256 checks) otherwise.

@@ -207,7 +207,16 @@ def make_instructor_code(dest: Path, instructor: str) -> Path:
     return dest
 
 
-def make_instructor_course(roster: Roster) -> Path:
+def exchange_service_config(ngshare_url: str | None) -> str:
+    """The nbgrader config lines that replace the exchange directory by the ngshare service (none without one)."""
+    if ngshare_url is None:
+        return ""
+    from deploy.hub import ngshare
+
+    return ngshare.nbgrader_config(ngshare_url)
+
+
+def make_instructor_course(roster: Roster, ngshare_url: str | None = None) -> Path:
     """The course root (config, ``source/hw4``), owned by the instructor and closed to everybody else."""
     root = course.make_course(roster.course)
     (root / SITE_CONFIG).write_text(
@@ -215,19 +224,22 @@ def make_instructor_course(roster: Roster) -> Path:
         "c = get_config()  # noqa: F821\n"
         f"c.Exchange.root = {str(roster.exchange)!r}\n"
         f"c.InjectVerdicts.verdicts_dir = {str(root / VERDICTS)!r}\n"
+        + exchange_service_config(ngshare_url)
     )
     chown_tree(root, roster.instructor)
     os.chmod(root, 0o700)
     return root
 
 
-def write_user_config(user: str, course_id: str, exchange: Path) -> Path:
-    """``~/.jupyter/nbgrader_config.py`` of ``user``: which course, where its exchange is, how to validate."""
+def write_user_config(user: str, course_id: str, exchange: Path, ngshare_url: str | None = None) -> Path:
+    """``~/.jupyter/nbgrader_config.py`` of ``user``: which course, where its exchange is (the directory, or the
+    ngshare service when ``ngshare_url`` is given), how to validate."""
     entry = pwd.getpwnam(user)
     jupyter = Path(entry.pw_dir) / ".jupyter"
     jupyter.mkdir(exist_ok=True)
     path = jupyter / "nbgrader_config.py"
-    path.write_text(course.STUDENT_CONFIG.format(course_id=course_id, exchange=str(exchange)))
+    path.write_text(course.STUDENT_CONFIG.format(course_id=course_id, exchange=str(exchange))
+                    + exchange_service_config(ngshare_url))
     for p in (jupyter, path):
         os.chown(p, entry.pw_uid, entry.pw_gid)
     return path
@@ -278,8 +290,12 @@ def sandbox_works_as(user: str) -> tuple[bool, str]:
     return False, f"bwrap as {user}: {result.stderr.strip()} ({'; '.join(knobs)})"
 
 
-def setup(roster: Roster, data_dir: Path | None = None, log=print) -> Roster:
-    """Everything above, in order. Idempotent: users are kept, the rest is rewritten."""
+def setup(roster: Roster, data_dir: Path | None = None, log=print, ngshare_url: str | None = None) -> Roster:
+    """Everything above, in order. Idempotent: users are kept, the rest is rewritten.
+
+    With ``ngshare_url`` nbgrader uses that exchange service (``deploy/hub/ngshare.py``; the course on it is made
+    by ``ngshare.create_course`` with the instructor's hub token) and the exchange directory stays unused.
+    """
     if os.geteuid() != 0:
         raise RuntimeError("course_setup must run as root (it creates users and chowns their files)")
     from hw4lib import data
@@ -290,9 +306,9 @@ def setup(roster: Roster, data_dir: Path | None = None, log=print) -> Roster:
     make_exchange(roster.exchange)
     make_runtime(roster.runtime, Path(data_dir) if data_dir else data.data_dir())
     make_instructor_code(roster.code, roster.instructor)
-    make_instructor_course(roster)
+    make_instructor_course(roster, ngshare_url)
     for user in roster.users:
-        write_user_config(user, roster.course_id, roster.exchange)
+        write_user_config(user, roster.course_id, roster.exchange, ngshare_url)
     works, why = sandbox_works_as(roster.instructor)
     log(f"exchange {roster.exchange}; course root {roster.course}; runtime {roster.runtime}")
     log(f"grader sandbox as {roster.instructor}: {'yes' if works else 'NO'} ({why})"
@@ -305,11 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--roster", type=Path, default=ROSTER)
     for name in ("exchange", "course", "runtime", "code"):
         parser.add_argument(f"--{name}", type=Path, default=None, help=f"replaces the roster's {name} path")
+    parser.add_argument("--ngshare-url", default=None,
+                        help="use the ngshare exchange service at this URL (e.g. http://HUB/services/ngshare)")
     parser.add_argument("--data", type=Path, default=None, help="prepared data (default: HW4_DATA_DIR or data/)")
     args = parser.parse_args(argv)
     roster = load_roster(args.roster, exchange=args.exchange, course=args.course, runtime=args.runtime,
                          code=args.code)
-    setup(roster, args.data)
+    setup(roster, args.data, ngshare_url=args.ngshare_url)
     return 0
 
 

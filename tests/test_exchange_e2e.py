@@ -1,11 +1,16 @@
 """nbgrader's exchange cycle end to end, with real Unix users and nbgrader's own commands in real processes.
 
+Twice: through nbgrader's filesystem exchange (a shared directory), and through the ngshare exchange service
+(``deploy/hub/ngshare.py``: ngshare as a service of the one-machine hub, nbgrader with ngshare-exchange, each
+user's nbgrader with that user's hub API token, as on Kubernetes where no disk is shared).
+
 deploy/course_setup.py makes the users, the exchange, the shared runtime and the instructor's course; then:
 the instructor releases hw4; each student fetches it as themself, fills it (alice: the reference answers,
 bob: one part wrong, carol: nothing) and submits; the instructor collects and grades with the sandboxed grader
 (``python -m autograder grade`` on the collected ``submitted/``), records the verdicts with ``nbgrader
 autograde``, generates and releases feedback; each student fetches their feedback. Along the way, a student's
-process tries to read what it must not and is refused by the kernel.
+process tries to read what it must not and is refused by the kernel; with ngshare, a student's token asks
+ngshare for another student's submission and feedback and is refused.
 
 Runs as root only (users, runuser, chown). Per-run paths live in pytest's tmp dir; the users stay.
 """
@@ -20,15 +25,22 @@ import shutil
 import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+import requests  # a dependency of jupyterhub
 
 from autograder import course
 from autograder.config import load as load_config
 from autograder.grade import gradebook_rows
+from tests.fixtures.hub import Hub, api_token, running_hub, server_env
 from tests.fixtures.mistakes import MISTAKES
 from tests.notebook_tools import fill_with_reference
+
+if TYPE_CHECKING:
+    from deploy.course_setup import Roster
 
 REPO = Path(__file__).resolve().parent.parent
 INSTRUCTOR, STUDENTS = "awd-instructor", ("awd-alice", "awd-bob", "awd-carol")
@@ -73,14 +85,37 @@ def _one_part_mistake():
     return next(v for v in MISTAKES if set(v.fails) == {v.part})
 
 
-@pytest.fixture
-def deployment(tmp_path, tmp_path_factory, data_env, trained_model, grading_config):
+@dataclass
+class Deployment:
+    """The course on this machine, and how each user's processes reach the exchange."""
+
+    roster: Roster
+    kind: str  # "directory" or "ngshare"
+    hub: Hub | None = None  # the hub whose ngshare service is the exchange
+    tokens: dict[str, str] = field(default_factory=dict)  # each user's hub API token
+
+    def env(self, user: str) -> dict[str, str]:
+        from deploy import course_setup
+
+        extra = server_env(self.hub, user, self.tokens[user]) if self.hub else {}
+        return {**course_setup.user_env(self.roster, user), **extra}
+
+
+@pytest.fixture(params=["directory", "ngshare"])
+def deployment(request, tmp_path, tmp_path_factory, data_env, prepared_data, trained_model, grading_config):
     """The course set up by deploy/course_setup.py on per-run paths; the repository closed to other users.
+    For ``ngshare``: the hub (deploy/hub/start.sh --exchange ngshare) with its ngshare service, each user's API
+    token, and the course made on ngshare by the instructor.
 
     Asks for the session fixtures first: pytest closes its tmp root again (0700) when they make their folders.
     """
-    from deploy import course_setup
+    from contextlib import ExitStack
 
+    from deploy import course_setup
+    from deploy.hub import ngshare
+
+    # Before opening pytest's folders: a new pytest folder (mktemp) closes its root again.
+    hub_log = tmp_path_factory.mktemp("hub-ngshare") if request.param == "ngshare" else None
     # Only pytest's own folders are opened (others may enter them, not list them): /tmp/pytest-of-root/pytest-N.
     basetemp = tmp_path_factory.getbasetemp()
     top = basetemp.parent if basetemp.parent.name.startswith("pytest-of-") else basetemp
@@ -92,15 +127,28 @@ def deployment(tmp_path, tmp_path_factory, data_env, trained_model, grading_conf
                                       runtime=tmp_path / "runtime", code=tmp_path / "instructor" / "code")
     previous: dict[Path, bytes | None] = {}  # each user's nbgrader config before this run, put back after it
     try:
-        for user in roster.users:
-            course_setup.ensure_user(user)
-        (tmp_path / "instructor").mkdir()
-        shutil.chown(tmp_path / "instructor", INSTRUCTOR)
-        os.chmod(tmp_path / "instructor", 0o700)
-        home_files = [Path(pwd.getpwnam(u).pw_dir) / ".jupyter" / "nbgrader_config.py" for u in roster.users]
-        previous = {p: p.read_bytes() if p.is_file() else None for p in home_files}
-        course_setup.setup(roster, data_env, log=lambda *_: None)
-        yield roster
+        with ExitStack() as stack:
+            deployment = Deployment(roster, request.param)
+            if request.param == "ngshare":
+                deployment.hub = stack.enter_context(running_hub(hub_log, prepared_data, "--exchange", "ngshare"))
+            for user in roster.users:
+                course_setup.ensure_user(user)
+            (tmp_path / "instructor").mkdir()
+            shutil.chown(tmp_path / "instructor", INSTRUCTOR)
+            os.chmod(tmp_path / "instructor", 0o700)
+            home_files = [Path(pwd.getpwnam(u).pw_dir) / ".jupyter" / "nbgrader_config.py" for u in roster.users]
+            previous = {p: p.read_bytes() if p.is_file() else None for p in home_files}
+            url = ngshare.service_url(deployment.hub.base) if deployment.hub else None
+            course_setup.setup(roster, data_env, log=lambda *_: None, ngshare_url=url)
+            if deployment.hub:
+                deployment.tokens = {user: api_token(deployment.hub, user) for user in roster.users}
+                bindir = roster.runtime / "venv" / "bin"  # ngshare-exchange's console script is there
+                ngshare.create_course(
+                    roster.course_id, roster.instructor, roster.students,
+                    lambda argv: course_setup.run_as(INSTRUCTOR, [str(bindir / argv[0]), *argv[1:]],
+                                                     deployment.env(INSTRUCTOR), roster.course),
+                    tmp_path)
+            yield deployment
     finally:
         os.chmod(REPO, repo_mode)
         for path, mode in restore:
@@ -115,12 +163,12 @@ def deployment(tmp_path, tmp_path_factory, data_env, trained_model, grading_conf
 def test_exchange_cycle_with_real_users(deployment, tmp_path, trained_model, grading_config):
     from deploy import course_setup
 
-    roster = deployment
+    roster = deployment.roster
     python = str(roster.runtime / "venv" / "bin" / "python")
 
     def run(user: str, *args: str, cwd: Path, check: bool = True):
         start = time.monotonic()
-        result = course_setup.run_as(user, [python, *args], course_setup.user_env(roster, user), cwd, check=check)
+        result = course_setup.run_as(user, [python, *args], deployment.env(user), cwd, check=check)
         print(f"{time.monotonic() - start:6.1f} s  {user}: {' '.join(args)[:60]}")  # pytest -s shows the steps
         return result
 
@@ -144,7 +192,9 @@ def test_exchange_cycle_with_real_users(deployment, tmp_path, trained_model, gra
     work: dict[str, Path] = {}
     # The instructor: generate (solutions -> stubs, hidden tests out) and release to the exchange.
     nbgrader(INSTRUCTOR, "generate_assignment", course.ASSIGNMENT, "--force", cwd=roster.course)
-    nbgrader(INSTRUCTOR, "release_assignment", course.ASSIGNMENT, "--force", cwd=roster.course)
+    release = nbgrader(INSTRUCTOR, "release_assignment", course.ASSIGNMENT, "--force", cwd=roster.course)
+    # ngshare-exchange reports a refused upload as a warning and exits 0: its success line is the evidence.
+    assert deployment.kind == "directory" or "Successfully released" in release.stderr, release.stderr[-3000:]
 
     # Each student fetches into a folder only they can enter.
     for student in STUDENTS:
@@ -154,10 +204,11 @@ def test_exchange_cycle_with_real_users(deployment, tmp_path, trained_model, gra
             folder.mkdir(exist_ok=True)
             shutil.chown(folder, student)
             os.chmod(folder, 0o700)
-    each_student("fetch_assignment", course.ASSIGNMENT)
+    fetched_hw = each_student("fetch_assignment", course.ASSIGNMENT)
     released = sorted(p.name for p in (roster.course / "release" / course.ASSIGNMENT).glob("*.ipynb"))
     for student in STUDENTS:
-        assert sorted(p.name for p in (work[student] / course.ASSIGNMENT).glob("*.ipynb")) == released
+        assert sorted(p.name for p in (work[student] / course.ASSIGNMENT).glob("*.ipynb")) == released, (
+            student, fetched_hw[student].stderr[-3000:])
 
     # Their work (written here as root, then handed back to them): alice right, bob one part wrong, carol nothing.
     mistake = _one_part_mistake()
@@ -185,7 +236,7 @@ def test_exchange_cycle_with_real_users(deployment, tmp_path, trained_model, gra
     if sandboxed_as_instructor:
         run(INSTRUCTOR, *grade, cwd=roster.course)
     else:
-        env = {**course_setup.user_env(roster, INSTRUCTOR), "HOME": "/root", "USER": "root"}
+        env = {**deployment.env(INSTRUCTOR), "HOME": "/root", "USER": "root"}
         course_setup.run_as("root", [python, *grade], env, roster.course)
         course_setup.chown_tree(roster.course / "grading", INSTRUCTOR)
     print(f"graded as {'the instructor' if sandboxed_as_instructor else 'root'}: {why}")
@@ -197,9 +248,15 @@ def test_exchange_cycle_with_real_users(deployment, tmp_path, trained_model, gra
 
     # What a student's process must not read, and (controls) what it must.
     inbound = roster.exchange / roster.course_id / "inbound"
+    if deployment.kind == "directory":
+        exchange_forbidden = {"exchange inbound (other students' submissions)": inbound,
+                              "exchange feedback listing": roster.exchange / roster.course_id / "feedback"}
+        exchange_allowed = {"released assignment": roster.exchange / roster.course_id / "outbound" / course.ASSIGNMENT}
+    else:  # ngshare keeps everything in the hub's run folder (root only); students reach it over HTTP only
+        exchange_forbidden = {"ngshare's database and files": deployment.hub.run / "ngshare"}
+        exchange_allowed = {}
     forbidden = {
-        "exchange inbound (other students' submissions)": inbound,
-        "exchange feedback listing": roster.exchange / roster.course_id / "feedback",
+        **exchange_forbidden,
         "instructor source/": roster.course / "source" / course.ASSIGNMENT / released[1],
         "instructor gradebook.db": roster.course / "gradebook.db",
         "repository solutions/": REPO / "solutions" / released[1],
@@ -207,16 +264,19 @@ def test_exchange_cycle_with_real_users(deployment, tmp_path, trained_model, gra
         "another student's work folder": work["awd-alice"] / course.ASSIGNMENT / released[1],
         "another student's home": Path(pwd.getpwnam("awd-alice").pw_dir),
     }
-    allowed = {"own work": work["awd-bob"] / course.ASSIGNMENT / released[1],
-               "released assignment": roster.exchange / roster.course_id / "outbound" / course.ASSIGNMENT}
+    allowed = {"own work": work["awd-bob"] / course.ASSIGNMENT / released[1], **exchange_allowed}
     assert (roster.course / "gradebook.db").is_file()
     probe = {**{k: str(v) for k, v in forbidden.items()}, **{k: str(v) for k, v in allowed.items()}}
     seen = json.loads(run("awd-bob", "-c", PROBE, json.dumps(probe), cwd=work["awd-bob"]).stdout)
     assert {k: seen[k] for k in forbidden} == {k: "PermissionError:13" for k in forbidden}
     assert {k: seen[k] for k in allowed} == {k: "read" for k in allowed}
-    # nbgrader hides a submission by its name (student+assignment+timestamp+random) in an unlistable inbound.
-    names = sorted(p.name for p in inbound.iterdir())
-    assert len(names) == 3 and all(len(n.split("+")[-1]) >= 10 for n in names), names
+    if deployment.kind == "directory":
+        # nbgrader hides a submission by its name (student+assignment+timestamp+random) in an unlistable inbound.
+        names = sorted(p.name for p in inbound.iterdir())
+        assert len(names) == 3 and all(len(n.split("+")[-1]) >= 10 for n in names), names
+    else:
+        assert not inbound.exists()  # nothing went through the directory
+        _ngshare_refuses_other_students(deployment)
 
     config = load_config(config_copy)
     rows = gradebook_rows(roster.course, list(STUDENTS), config, {}, log=pytest.fail)
@@ -232,7 +292,8 @@ def test_exchange_cycle_with_real_users(deployment, tmp_path, trained_model, gra
     fetched = {}
     got_back = each_student("fetch_feedback", course.ASSIGNMENT)
     for student in STUDENTS:
-        assert "Fetched feedback" in got_back[student].stderr, (student, got_back[student].stderr[-3000:])
+        done = "Fetched feedback" if deployment.kind == "directory" else "Successfully decoded feedback"
+        assert done in got_back[student].stderr, (student, got_back[student].stderr[-3000:])
         folders = list((work[student] / course.ASSIGNMENT / "feedback").iterdir())
         assert len(folders) == 1, folders  # one submission, one timestamped feedback folder
         fetched[student] = {p.name: p.read_bytes() for p in folders[0].glob("*.html")}
@@ -250,3 +311,47 @@ def test_exchange_cycle_with_real_users(deployment, tmp_path, trained_model, gra
             html = fetched[student][part.notebook.replace(".ipynb", ".html")].decode()
             score = got[student, part.name][0]
             assert f"{part.name}: {score:g} / {part.points:g} points" in re.sub(r"<[^>]+>", "", html), (student, part)
+
+
+def _ngshare_refuses_other_students(deployment: Deployment) -> None:
+    """bob's own token asks ngshare directly (not through nbgrader) for what is not his: refused, with ngshare's
+    reason; with the same token his own submission list and feedback are served (the controls)."""
+    from deploy.hub import ngshare
+
+    url = ngshare.service_url(deployment.hub.base)
+    cid, hw = deployment.roster.course_id, course.ASSIGNMENT
+
+    def ask(user: str | None, method: str, path: str, **kwargs) -> requests.Response:
+        headers = {"Authorization": f"token {deployment.tokens[user]}"} if user else {}
+        return requests.request(method, f"{url}{path}", headers=headers, timeout=30, allow_redirects=False, **kwargs)
+
+    own = ask("awd-bob", "GET", f"/submissions/{cid}/{hw}/awd-bob")
+    assert own.status_code == 200 and own.json()["success"], own.text[:500]
+    stamp = own.json()["submissions"][0]["timestamp"]
+    feedback = ask("awd-bob", "GET", f"/feedback/{cid}/{hw}/awd-bob", params={"timestamp": stamp})
+    assert feedback.status_code == 200 and feedback.json()["files"], feedback.text[:300]
+    assert ask("awd-bob", "GET", f"/assignment/{cid}/{hw}").status_code == 200  # the release is for students
+    alice = ask("awd-instructor", "GET", f"/submissions/{cid}/{hw}/awd-alice").json()["submissions"][0]["timestamp"]
+
+    refused = {
+        "all submissions of hw4": ("GET", f"/submissions/{cid}/{hw}", {}),
+        "alice's submission list": ("GET", f"/submissions/{cid}/{hw}/awd-alice", {}),
+        "alice's submitted files": ("GET", f"/submission/{cid}/{hw}/awd-alice", {}),
+        "alice's feedback": ("GET", f"/feedback/{cid}/{hw}/awd-alice", {"params": {"timestamp": alice}}),
+        "uploading feedback for alice": ("POST", f"/feedback/{cid}/{hw}/awd-alice",
+                                         {"data": {"timestamp": alice, "files": "[]"}}),
+        "releasing over the instructor's hw4": ("POST", f"/assignment/{cid}/{hw}", {"data": {"files": "[]"}}),
+        "deleting the instructor's hw4": ("DELETE", f"/assignment/{cid}/{hw}", {}),
+        "the course's student list": ("GET", f"/students/{cid}", {}),
+        "adding himself as instructor": ("POST", f"/instructor/{cid}/awd-bob", {}),
+    }
+    for what, (method, path, kwargs) in refused.items():
+        answer = ask("awd-bob", method, path, **kwargs)
+        assert answer.status_code == 403 and answer.json()["success"] is False, (what, answer.status_code,
+                                                                                  answer.text[:300])
+    # Without a token ngshare sends the caller to the hub's login (OAuth), never to the data.
+    anonymous = ask(None, "GET", f"/submission/{cid}/{hw}/awd-alice")
+    assert anonymous.status_code >= 300 and "files" not in anonymous.text, anonymous.text[:300]
+    # The instructor's view after those attempts: hw4 still has its released files, alice's feedback is intact.
+    release = ask("awd-instructor", "GET", f"/assignment/{cid}/{hw}").json()
+    assert release["success"] and release["files"], str(release)[:300]

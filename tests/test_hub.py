@@ -16,18 +16,13 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests  # a dependency of jupyterhub
 
+from tests.fixtures.hub import Hub, environ_of, login, running_hub, tagged_processes
 from tests.notebook_tools import REPO
 from tests.test_browser import CHROMIUM, LAUNCH_ARGS
 
@@ -36,46 +31,6 @@ pytestmark = pytest.mark.skipif(
 
 COURSE_ID = "awd-course"
 STUDENT, OTHER, INSTRUCTOR = "awd-alice", "awd-bob", "awd-instructor"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _environ(pid: int) -> dict[str, str]:
-    try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return {}
-    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
-
-
-def tagged_processes(tag: str) -> list[int]:
-    """PIDs of the processes the hub started (servers, kernels, terminals): they carry AWD_HUB_TAG."""
-    return [int(p) for p in os.listdir("/proc") if p.isdigit() and _environ(int(p)).get("AWD_HUB_TAG") == tag]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-@dataclass
-class Hub:
-    base: str
-    run: Path
-    shared: Path
-    course_root: Path
-    log: Path
-    process: subprocess.Popen
-
-    def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
 
 
 def _cleanup_homes() -> None:
@@ -87,70 +42,12 @@ def _cleanup_homes() -> None:
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory, prepared_data):
-    if shutil.which("configurable-http-proxy") is None:
-        pytest.fail("configurable-http-proxy is missing: `bash setup.sh` installs it with npm (as root)")
     _cleanup_homes()  # a previous run that was killed may have left a fetched hw4
-    # pytest's temp root is 0700, and the servers' view hides what students cannot enter: the exchange and
-    # role config must be reachable, and the run folder (0700 itself) must not sit in a hidden folder.
-    top = Path(tempfile.mkdtemp(prefix="awd-hub-test-", dir="/tmp"))
-    os.chmod(top, 0o755)
-    shared, run = top / "shared", top / "run"
-    course_dir = f"awd-course-test-{os.getpid()}"
-    port = _free_port()
-    log = tmp_path_factory.mktemp("hub") / "hub.log"
-    env = dict(os.environ, PYTHON=sys.executable)
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            ["bash", str(REPO / "deploy" / "hub" / "start.sh"), "--port", str(port), "--run-dir", str(run),
-             "--shared-dir", str(shared), "--course-dir", course_dir, "--data-dir", str(prepared_data)],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    hub = Hub(f"http://127.0.0.1:{port}", run, shared, Path("/home") / INSTRUCTOR / course_dir, log, process)
-    leftovers: list[int] = []
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{hub.base}/hub/api", timeout=2).json().get("version"):
-                    break
-            except (requests.RequestException, ValueError):
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the hub did not answer on {hub.base}/hub/api:\n{hub.log_tail()}")
-            time.sleep(0.3)
-        yield hub
+        with running_hub(tmp_path_factory.mktemp("hub"), prepared_data) as started:
+            yield started
     finally:
-        process.send_signal(signal.SIGTERM)  # the hub stops the proxy and every server it started
-        try:
-            process.wait(timeout=45)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        proxy_pid = run / "proxy.pid"
-        pids = tagged_processes(str(run))
-        if proxy_pid.exists() and _alive(int(proxy_pid.read_text())):
-            pids.append(int(proxy_pid.read_text()))
-        for pid in pids:
-            leftovers.append(pid)
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        shutil.rmtree(hub.course_root, ignore_errors=True)
-        shutil.rmtree(top, ignore_errors=True)
         _cleanup_homes()
-    assert not leftovers, f"processes outlived the hub (killed now): {leftovers}\n{hub.log_tail()}"
-
-
-def login(hub: Hub, user: str) -> requests.Session:
-    """The login form, as a browser posts it: the password and the _xsrf cookie's value."""
-    session = requests.Session()
-    page = session.get(f"{hub.base}/hub/login", timeout=10)
-    assert page.status_code == 200 and 'name="password"' in page.text
-    response = session.post(f"{hub.base}/hub/login", timeout=30, allow_redirects=False, data={
-        "username": user, "password": user, "_xsrf": session.cookies["_xsrf"]})
-    assert response.status_code == 302, f"login as {user} failed ({response.status_code}):\n{response.text[:500]}"
-    return session
 
 
 def start_server(hub: Hub, session: requests.Session, user: str) -> None:
@@ -179,7 +76,7 @@ def server_xsrf(session: requests.Session, user: str) -> dict[str, str]:
 def server_pid(hub: Hub, user: str) -> int:
     for pid in tagged_processes(str(hub.run)):
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        if b"jupyterhub.singleuser" in cmdline and _environ(pid).get("JUPYTERHUB_USER") == user:
+        if b"jupyterhub.singleuser" in cmdline and environ_of(pid).get("JUPYTERHUB_USER") == user:
             return pid
     raise AssertionError(f"no single-user server process for {user}")
 

@@ -4,7 +4,8 @@ import os
 import sys
 from pathlib import Path
 
-from deploy.hub.accounts import USERS
+from deploy.hub import ngshare
+from deploy.hub.accounts import INSTRUCTOR, USERS
 from deploy.hub.spawner import CourseSpawner
 
 c = get_config()  # noqa: F821
@@ -45,3 +46,7 @@ c.CourseSpawner.role_config_root = env["AWD_HUB_ROLE_CONFIG"]
 c.CourseSpawner.stage_dir = env["AWD_HUB_STAGE_DIR"]
 c.CourseSpawner.tag = str(run)
 c.JupyterHub.log_level = env.get("AWD_HUB_LOG_LEVEL", "INFO")
+
+# `start.sh --exchange ngshare`: nbgrader's exchange is the ngshare service instead of a shared directory.
+if env.get("AWD_HUB_NGSHARE_PORT"):
+    c.JupyterHub.services = [ngshare.service(int(env["AWD_HUB_NGSHARE_PORT"]), run / "ngshare", (INSTRUCTOR,))]

@@ -7,7 +7,9 @@ SIGTERM or Ctrl-C stops the proxy and every user's server too):
 * ``<shared>/jupyter/<role>/``: each role's nbgrader config (course id, exchange; the course root for the
   instructor) and which of nbgrader's extensions load: students get the assignment list and validation, the
   instructor also the formgrader, course list and create-assignment toolbar;
-* the run folder (root only): the hub's sqlite database, cookie secret, proxy token and pid files, log.
+* the run folder (root only): the hub's sqlite database, cookie secret, proxy token and pid files, log;
+* with ``--exchange ngshare``: the ngshare service instead of the exchange directory (``deploy/hub/ngshare.py``),
+  its state in ``<run>/ngshare/``, and each role's nbgrader config pointing at it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import socket
 import sys
 from pathlib import Path
 
-from deploy.hub import accounts, runtime
+from deploy.hub import accounts, ngshare, runtime
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -38,7 +40,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_role_configs(root: Path, exchange: Path, course_root: Path) -> None:
+def write_role_configs(root: Path, exchange: Path, course_root: Path, ngshare_url: str | None = None) -> None:
     """``<root>/student`` and ``<root>/instructor``: the JUPYTER_CONFIG_PATH entry of each role's servers.
 
     The same settings nbgrader documents per user (``jupyter server extension disable --user …`` writes
@@ -65,7 +67,10 @@ def write_role_configs(root: Path, exchange: Path, course_root: Path) -> None:
                  f"c.Exchange.root = {str(exchange)!r}"]
         if role == "instructor":
             lines.append(f"c.CourseDirectory.root = {str(course_root)!r}")
-        (folder / "nbgrader_config.py").write_text("\n".join(lines) + "\n")
+        text = "\n".join(lines) + "\n"
+        if ngshare_url:  # the exchange service instead of the directory (which then stays unused)
+            text += ngshare.nbgrader_config(ngshare_url)
+        (folder / "nbgrader_config.py").write_text(text)
     for dirpath, _dirs, files in os.walk(root):
         os.chmod(dirpath, 0o755)
         for name in files:
@@ -93,7 +98,8 @@ def prepare(args: argparse.Namespace) -> dict[str, str]:
     # nbgrader's formgrader refuses a course root outside the server's root folder (the instructor's home).
     course_root = instructor.home / args.course_dir
     accounts.ensure_course_root(course_root, instructor, exchange)
-    write_role_configs(shared / "jupyter", exchange, course_root)
+    ngshare_url = ngshare.service_url(f"http://127.0.0.1:{args.port}") if args.exchange == "ngshare" else None
+    write_role_configs(shared / "jupyter", exchange, course_root, ngshare_url)
 
     run = Path(args.run_dir).resolve()
     run.mkdir(parents=True, exist_ok=True)
@@ -110,7 +116,12 @@ def prepare(args: argparse.Namespace) -> dict[str, str]:
                 sys.exit(f"deploy/hub: the run folder {run} is inside {hidden}, which the {role}s' servers see "
                          "as an empty folder; choose a --run-dir elsewhere")
     data_dir = Path(args.data_dir).resolve()
+    service: dict[str, str] = {}
+    if ngshare_url:
+        (run / "ngshare").mkdir(mode=0o700, exist_ok=True)  # ngshare's database and files: root only
+        service = {"AWD_HUB_NGSHARE_PORT": str(args.ngshare_port or free_port()), "AWD_HUB_NGSHARE_URL": ngshare_url}
     return {
+        **service,
         "AWD_HUB_RUN_DIR": str(run),
         "AWD_HUB_PORT": str(args.port),
         "AWD_HUB_INTERNAL_PORT": str(args.hub_port or free_port()),
@@ -140,6 +151,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--proxy", default="configurable-http-proxy", help="the proxy command")
     parser.add_argument("--hub-port", type=int, default=0, help="the hub's internal port (default: a free one)")
     parser.add_argument("--proxy-api-port", type=int, default=0, help="the proxy's API port (default: a free one)")
+    parser.add_argument("--exchange", choices=("directory", "ngshare"), default="directory",
+                        help="nbgrader's exchange: the shared directory (default) or the ngshare service")
+    parser.add_argument("--ngshare-port", type=int, default=0, help="ngshare's own port (default: a free one)")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
