@@ -301,8 +301,8 @@ def grade_all(submissions: Path, out: Path, *, config_path: Path | None = None, 
         log(f"skipping {bad!r}: not a valid student id")
     students = [s for s in students if STUDENT_ID.match(s)]
     root = course.make_course(
-        out / "course", notebooks=source, extra_config=f"c.InjectVerdicts.config_path = {str(config.path)!r}"
-    )
+        out / "course", notebooks=source, extra_config=f"c.InjectVerdicts.config_path = {str(config.path)!r}",
+        config=config)
     result = course.nbgrader(root, "generate_assignment", course.ASSIGNMENT, "--force", check=False)
     if result.returncode != 0:
         raise RuntimeError(f"nbgrader generate_assignment failed:\n{result.stdout}\n{result.stderr}")

@@ -1,5 +1,6 @@
-"""The continuous cache pointer: the vectorized cache against a per-token loop, what it must buy on text that
-repeats, and the CLI on a trained model (with lambda 0 it is the one perplexity)."""
+"""The continuous cache pointer: the reference component (solutions/08_cache_pointer.ipynb) against a per-token
+loop of the definition, what it must buy on text that repeats through hw4lib's driver, and the CLI on a trained
+model (with lambda 0 it is the one perplexity)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+from types import SimpleNamespace
+
+import pytest
 import torch
 
 from hw4lib import cache_pointer as cp
 from hw4lib import checkpoint
 from hw4lib import data as hw4data
 from hw4lib.components import load_components
+from hw4lib.errors import HW4Error
 from hw4lib.perplexity import evaluate_nll
 
 REPO = Path(__file__).resolve().parent.parent
+REFERENCE = cp.load_cache_components("solutions")
 
 
 def _random_collected(n: int = 60, b: int = 3, h: int = 5, vocab: int = 6, seed: int = 0) -> cp.Collected:
@@ -48,11 +54,24 @@ def _loop_cache_probs(c: cp.Collected, window: int, theta: float) -> torch.Tenso
 def test_vectorized_cache_is_the_definition():
     c = _random_collected()
     for window, block in ((7, 5), (1, 16), (100, 13)):  # blocks that cut windows, a one-word cache, a long window
-        fast = cp.cache_probs(c, window, 0.7, block=block)
+        fast = REFERENCE.cache_probs(c.keys, c.targets, window, 0.7, block=block)
         slow = _loop_cache_probs(c, window, 0.7)
         assert torch.equal(torch.isnan(fast), torch.isnan(slow))
         assert torch.allclose(fast.nan_to_num(-1), slow.nan_to_num(-1), atol=1e-6)
     assert torch.isnan(fast[0]).all() and not torch.isnan(fast[1:]).any()  # only the first position has no cache
+    assert torch.allclose(cp.cache_probs(REFERENCE, c, 100, 0.7), slow, equal_nan=True, atol=1e-6)  # the driver
+
+
+def test_driver_reports_what_the_component_returns():
+    # The driver adds nothing of its own to the cache: a component that ignores the keys gives its own numbers.
+    c = _random_collected()
+    half = SimpleNamespace(cache_probs=lambda keys, words, window, theta, block: torch.full(words.shape, 0.5,
+                                                                                          dtype=torch.float64),
+                           cache_mixture=REFERENCE.cache_mixture)
+    want = -(0.5 * 0.5 + 0.5 * c.log_p_vocab.exp()).log().mean()
+    assert math.isclose(cp.mixed_nll(half, c, cp.cache_probs(half, c, 5, 1.0), 0.5), float(want), rel_tol=1e-12)
+    with pytest.raises(HW4Error, match="at least one position"):
+        cp.cache_probs(REFERENCE, c, 0, 1.0)
 
 
 def test_cache_buys_perplexity_on_text_that_repeats():
@@ -63,11 +82,11 @@ def test_cache_buys_perplexity_on_text_that_repeats():
     keys = torch.nn.functional.one_hot(words[:n], vocab).float().unsqueeze(1) * 4.0
     c = cp.Collected(keys=keys, targets=words[1:].unsqueeze(1), seconds=0.0,
                      log_p_vocab=torch.full((n, 1), -math.log(vocab), dtype=torch.float64))
-    p = cp.cache_probs(c, window=20, theta=1.0)
+    p = cp.cache_probs(REFERENCE, c, window=20, theta=1.0)
     assert (p[vocab:] > 0.99).all()
-    assert cp.mixed_nll(c, p, 0.0) == c.nll()
-    assert math.exp(cp.mixed_nll(c, p, 0.5)) < 0.6 * math.exp(c.nll())
-    rows = cp.grid_search(c, [20], [0.5, 1.0], [0.1, 0.5, 0.9])
+    assert cp.mixed_nll(REFERENCE, c, p, 0.0) == c.nll()
+    assert math.exp(cp.mixed_nll(REFERENCE, c, p, 0.5)) < 0.6 * math.exp(c.nll())
+    rows = cp.grid_search(REFERENCE, c, [20], [0.5, 1.0], [0.1, 0.5, 0.9])
     assert rows[0]["lambdah"] == 0.9 and rows[0]["ppl"] == min(r["ppl"] for r in rows)
 
 
@@ -87,9 +106,20 @@ def test_cache_cli(trained_model):
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 
-    off = run("--lambdah", "0")
+    off = run("--lambdah", "0", "--impl", "solutions")
     assert math.isclose(off["ppl_cache"], off["ppl_model"], rel_tol=1e-9)
     assert off["settings"]["window"] == 3785 and off["cache_tokens_per_s"] > 0  # WikiText-2's reference window
     tuned = run("--grid", "--thetas", "0.3,1.0", "--lambdas", "0.0,0.1")
     assert len(tuned["grid"]) == 4 and tuned["chosen_on_validation"]["lambdah"] in (0.0, 0.1)
     assert tuned["ppl_cache"] <= tuned["ppl_model"] + 1e-9  # chosen on this very slice: never worse than none
+
+
+def test_cache_cli_refuses_a_folder_without_stage_8(trained_model, tmp_path):
+    import shutil
+
+    for name in ("02_dropout.ipynb", "03_weight_drop.ipynb", "04_model.ipynb"):
+        shutil.copy2(REPO / "solutions" / name, tmp_path / name)
+    result = subprocess.run(
+        [sys.executable, "-m", "hw4lib", "cache", "--checkpoint", str(trained_model), "--impl", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and "08_cache_pointer.ipynb" in result.stderr and "Traceback" not in result.stderr
