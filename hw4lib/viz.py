@@ -715,16 +715,17 @@ def generator_widget(
 # ------------------------------------------------------------------------------------------------------------
 
 
-def find_repeat(ids: Sequence[int], max_count: int = 3, span: int = 30, skip: Sequence[int] = ()) -> tuple[int, int]:
-    """(first, second): two positions of one rare word (at most ``max_count`` times in ``ids``) at most ``span``
-    apart, the pair a cache should exploit; raises when the text has none."""
+def find_repeat(ids: Sequence[int], vocab: np.ndarray, max_count: int = 3, span: int = 40) -> tuple[int, int]:
+    """(first, second): two positions of one rare word (a real word of 4+ letters, at most ``max_count`` times in
+    ``ids``) at most ``span`` apart, the pair a cache should exploit; raises when the text has none."""
     ids = [int(i) for i in ids]
     counts: dict[int, int] = {}
     for i in ids:
         counts[i] = counts.get(i, 0) + 1
     last: dict[int, int] = {}
     for pos, word in enumerate(ids):
-        if counts[word] <= max_count and word not in skip:
+        text = str(vocab[word])
+        if counts[word] <= max_count and text.isalpha() and len(text) >= 4:
             if word in last and pos - last[word] <= span:
                 return last[word], pos
             last[word] = pos

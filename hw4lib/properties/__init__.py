@@ -1,8 +1,9 @@
 """The properties of every graded part, in one place, used by both the visible checks and the autograder's judge.
 
 One module per stage (``loader``, ``dropout``, ``weight_drop``, ``model``, ``trainer``, ``nt_asgd``,
-``generation``, ``cache_pointer``), each listing its parts' promises from docs/components.md as small pure functions; see
-``core`` for what a property is. ``PARTS`` maps every graded part to its :class:`~hw4lib.properties.core.Part`.
+``generation``, ``cache_pointer``), each listing its parts' promises from docs/components.md as small pure
+functions; see ``core`` for what a property is. ``PARTS`` maps every graded part (the optional ones included) to
+its :class:`~hw4lib.properties.core.Part`.
 """
 
 from __future__ import annotations

@@ -176,7 +176,8 @@ def uniform_at_theta_zero(inp: dict, obs: dict) -> list[str]:
         want[t] = (past == words[t]).double().mean(0)
     if not close(flat[1:], want[1:], 1e-9, 0):
         return ["with theta = 0 the weights are uniform over the cached positions, so p_cache is the share of them "
-                "whose next word is the target; yours differs: multiply the scores h_i·h_t by theta (not divide)"]
+                "whose next word is the target; yours differs: the cached positions are t - window <= i < t, and "
+                "theta multiplies the scores h_i·h_t (it does not divide them)"]
     return []
 
 
