@@ -7,6 +7,7 @@ student, these tests run copies with the hidden blocks stripped (``tests/noteboo
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -97,7 +98,7 @@ def test_optional_stage_adds_points_only_when_graded(tmp_path):
     assert sum(v for k, v in ungraded.items() if k.startswith("test_")) == 100
     text = default.path.read_text()
     graded_config = tmp_path / "graded.toml"
-    graded_config.write_text(text.replace("graded = false", "graded = true"))
+    graded_config.write_text(re.sub(r"(?m)^graded = false$", "graded = true", text))
     graded = source_points(graded_config)
     assert graded.pop("test_cache_pointer") == OPTIONAL["08_cache_pointer.ipynb"]["cache_pointer"]
     assert graded == ungraded
