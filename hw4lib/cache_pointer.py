@@ -110,13 +110,28 @@ def cache_probs(components: Any, collected: Collected, window: int, theta: float
     if window < 1:
         raise HW4Error(f"the cache window must hold at least one position, not {window}")
     block = block_size(collected.targets.size(1), window)
-    return components.cache_probs(collected.keys, collected.targets, window, theta, block=block)
+    try:
+        p_cache = components.cache_probs(collected.keys, collected.targets, window, theta, block=block)
+    except NotImplementedError as err:
+        raise HW4Error("cache_probs is not implemented yet: write it in 08_cache_pointer.ipynb (its check must "
+                       "pass), save the notebook, and run this again") from err
+    if not isinstance(p_cache, torch.Tensor) or p_cache.shape != collected.targets.shape:
+        got = tuple(p_cache.shape) if isinstance(p_cache, torch.Tensor) else type(p_cache).__name__
+        raise HW4Error(f"cache_probs returned {got}; it must return (N, B) = {tuple(collected.targets.shape)}, "
+                       "one probability per position (run the visible check of 08_cache_pointer.ipynb)")
+    return p_cache
 
 
 def mixed_nll(components: Any, collected: Collected, p_cache: torch.Tensor, lambdah: float) -> float:
     """Mean negative log-likelihood of the component ``cache_mixture``: ``λ·p_cache + (1−λ)·p_vocab``, the model
     alone where the cache is empty."""
-    mixed = components.cache_mixture(p_cache, collected.log_p_vocab.exp(), lambdah)
+    try:
+        mixed = components.cache_mixture(p_cache, collected.log_p_vocab.exp(), lambdah)
+    except NotImplementedError as err:
+        raise HW4Error("cache_mixture is not implemented yet: write it in 08_cache_pointer.ipynb (its check "
+                       "must pass), save the notebook, and run this again") from err
+    if not isinstance(mixed, torch.Tensor) or mixed.shape != p_cache.shape:
+        raise HW4Error("cache_mixture must return a tensor of p_cache's shape (it mixes elementwise)")
     return float(-mixed.double().log().mean())
 
 

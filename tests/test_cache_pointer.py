@@ -73,6 +73,19 @@ def test_driver_reports_what_the_component_returns():
         cp.cache_probs(REFERENCE, c, 0, 1.0)
 
 
+def test_driver_explains_an_unfinished_or_malformed_component():
+    c = _random_collected()
+    stub = cp.load_cache_components(REPO / "notebooks" / "08_cache_pointer.ipynb")  # the release: stubs
+    with pytest.raises(HW4Error, match="not implemented yet"):
+        cp.cache_probs(stub, c, 5, 1.0)
+    with pytest.raises(HW4Error, match="not implemented yet"):
+        cp.mixed_nll(stub, c, torch.zeros(c.targets.shape, dtype=torch.float64), 0.1)
+    transposed = SimpleNamespace(cache_probs=lambda keys, words, *a, **k: REFERENCE.cache_probs(keys, words, *a,
+                                                                                                  **k).t())
+    with pytest.raises(HW4Error, match=r"must return \(N, B\)"):
+        cp.cache_probs(transposed, c, 5, 1.0)
+
+
 def test_cache_buys_perplexity_on_text_that_repeats():
     # A cycle of 8 words: each word is always followed by the same word. Keys say which word was read, so after
     # one lap the cache is sure of the next word; the "model" spreads its mass evenly over the 8.
@@ -122,3 +135,46 @@ def test_cache_cli_refuses_a_folder_without_stage_8(trained_model, tmp_path):
         [sys.executable, "-m", "hw4lib", "cache", "--checkpoint", str(trained_model), "--impl", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 2 and "08_cache_pointer.ipynb" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_graded_stage_8_counts_in_nbgrader(tmp_path, trained_model, graded_cache_config, prepared_data):
+    """The instructor's other choice, through the whole `python -m autograder grade` (sandbox, judge, nbgrader):
+    with `graded = true` stage 8 adds its points to nbgrader's total, the reference earns them, and a cache that
+    lets position t see itself loses exactly that part's points (the ungraded default is tested by the hostile
+    run, whose total stays 100, and test_autograder_mistakes)."""
+    import csv
+    import os
+
+    from nbgrader.api import Gradebook
+
+    from autograder import course
+    from autograder.config import load as load_config
+    from tests.fixtures.course_notebooks import with_test_cells
+    from tests.fixtures.grading import reference_submission
+    from tests.fixtures.mistakes import MISTAKES
+    from tests.test_repository import written_answers
+
+    config = load_config(graded_cache_config["path"])
+    part = config.part("cache_pointer")
+    subs, out = tmp_path / "submissions", tmp_path / "out"
+    reference_submission(subs / "reference", trained_model)
+    mistake = next(v for v in MISTAKES if v.name == "cache_sees_itself")
+    mistake.make(reference_submission(subs / "sees_itself", trained_model))
+    result = subprocess.run(
+        [sys.executable, "-m", "autograder", "grade", "--submissions", str(subs), "--out", str(out), "--config",
+         str(graded_cache_config["path"]), "--source", str(with_test_cells(tmp_path / "source")), "--workers", "2"],
+        cwd=REPO, env=dict(os.environ, HW4_DATA_DIR=str(prepared_data)), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open(out / "grades.csv") as f:
+        rows = list(csv.DictReader(f))
+    totals = {s: sum(float(r["score"]) for r in rows if r["student"] == s) for s in ("reference", "sees_itself")}
+    cache_rows = {r["student"]: r for r in rows if r["grade_id"] == part.test_id}
+    assert {s: float(r["max_score"]) for s, r in cache_rows.items()} == {"reference": 10, "sees_itself": 10}
+    assert totals["reference"] == pytest.approx(110)
+    lost = sum(w for name, w in part.weights.items() if name in mistake.fails["cache_pointer"])
+    assert float(cache_rows["sees_itself"]["score"]) == pytest.approx(part.points - lost, abs=0.011)
+    assert totals["sees_itself"] == pytest.approx(110 - lost, abs=0.011)
+    with Gradebook(f"sqlite:///{out / 'course' / 'gradebook.db'}", course.COURSE_ID) as gb:
+        sub = gb.find_submission(course.ASSIGNMENT, "reference")
+        assert sub.max_score == 110 + sum(written_answers().values())
