@@ -14,6 +14,8 @@ def main(argv: list[str] | None = None) -> int:
     rel = sub.add_parser("release", help="regenerate notebooks/ from solutions/ with nbgrader generate_assignment")
     rel.add_argument("--course", type=Path, default=course.DEFAULT_ROOT, help="nbgrader course root")
     rel.add_argument("--out", type=Path, default=course.RELEASE_DIR)
+    rel.add_argument("--config", type=Path, default=None,
+                     help="grading config: which optional stages are graded (default autograder/config.toml)")
     grd = sub.add_parser("grade", help="grade a folder of submissions: DIR/<student>/*.ipynb + model.pt")
     grd.add_argument("--submissions", type=Path, required=True,
                      help="folder with one sub-folder per student (or a course's submitted/, after nbgrader collect)")
@@ -30,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     prp.add_argument("--config", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.command == "release":
-        for path in course.release(args.course, args.out):
+        from autograder.config import load as load_config
+
+        for path in course.release(args.course, args.out, load_config(args.config)):
             print(f"released {path}")
     elif args.command == "properties":
         from autograder.config import load as load_config

@@ -23,6 +23,7 @@ class Part:
     notebook: str
     points: float
     weights: dict[str, float] = field(default_factory=dict)
+    optional: bool = False  # an extra stage the instructor may grade or not (``graded`` in config.toml)
 
     @property
     def test_id(self) -> str:
@@ -32,11 +33,12 @@ class Part:
 
 @dataclass(frozen=True)
 class Config:
-    parts: tuple[Part, ...]
+    parts: tuple[Part, ...]  # the graded parts: an optional part only when its ``graded`` is true
     perplexity: dict
     limits: dict
     grading: dict
     path: Path
+    ungraded: tuple[Part, ...] = ()  # optional parts the instructor left ungraded: released, never graded
 
     def part(self, name: str) -> Part:
         for part in self.parts:
@@ -52,14 +54,22 @@ class Config:
 
 
 def load(path: str | Path | None = None) -> Config:
-    """Reads a config file (default ``autograder/config.toml``); a part's property points must add up to its points."""
+    """Reads a config file (default ``autograder/config.toml``); a part's property points must add up to its points.
+
+    An ``optional`` part with ``graded = false`` lands in ``ungraded``: the probe never runs it, the judge never
+    scores it, and the release carries its notebook without a graded test cell (autograder/course.py)."""
     path = Path(path) if path else DEFAULT_CONFIG
     raw = tomllib.loads(path.read_text())
-    parts = []
+    parts: list[Part] = []
+    ungraded: list[Part] = []
     for name, spec in raw["parts"].items():
         weights = {k: float(v) for k, v in spec.get("weights", {}).items()}
         if weights and not math.isclose(sum(weights.values()), float(spec["points"])):
             raise ValueError(f"{path}: the property points of {name} add up to {sum(weights.values())}, "
                              f"not to its {spec['points']} points")
-        parts.append(Part(name, spec["notebook"], float(spec["points"]), weights))
-    return Config(tuple(parts), raw["perplexity"], raw["limits"], raw.get("grading", {}), path.resolve())
+        part = Part(name, spec["notebook"], float(spec["points"]), weights, bool(spec.get("optional", False)))
+        if not part.optional and not spec.get("graded", True):
+            raise ValueError(f"{path}: {name} is a core part and cannot be ungraded (only optional parts can)")
+        (parts if spec.get("graded", True) else ungraded).append(part)
+    return Config(tuple(parts), raw["perplexity"], raw["limits"], raw.get("grading", {}), path.resolve(),
+                  tuple(ungraded))

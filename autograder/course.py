@@ -12,6 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
+
+from autograder.config import Config
+from autograder.config import load as load_config
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = REPO_ROOT / "solutions"
 RELEASE_DIR = REPO_ROOT / "notebooks"
@@ -80,12 +85,29 @@ c.Exchange.root = {exchange!r}
 ''' + VALIDATE_CONFIG
 
 
-def make_course(root: Path = DEFAULT_ROOT, extra_config: str = "", notebooks: Path | None = None) -> Path:
+def drop_ungraded_tests(notebook: Path, config: Config) -> None:
+    """Removes the hidden-test cell of every ungraded optional part from ``notebook`` (a copy in ``source/``).
+
+    nbgrader's total is the sum of the grade cells' points, so an optional stage the instructor does not grade
+    must carry none: its notebook is released with its component and visible check, and nothing is graded.
+    """
+    drop = {part.test_id for part in config.ungraded if part.notebook == notebook.name}
+    if not drop:
+        return
+    nb = nbformat.read(str(notebook), as_version=4)
+    nb.cells = [c for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") not in drop]
+    nbformat.write(nb, str(notebook))
+
+
+def make_course(root: Path = DEFAULT_ROOT, extra_config: str = "", notebooks: Path | None = None,
+                config: Config | None = None) -> Path:
     """Creates (or refreshes) the course root: its config and ``source/hw4`` copied from ``solutions/``.
 
     Only notebooks are copied into ``source/``: nbgrader copies every other file there into the release, and
     the checks in ``autograder/`` must never reach students. ``notebooks`` replaces ``solutions/`` (tests).
+    ``config`` (default ``autograder/config.toml``) says which optional parts are graded.
     """
+    config = config or load_config()
     root = Path(root).resolve()
     source = root / "source" / ASSIGNMENT
     source.mkdir(parents=True, exist_ok=True)
@@ -93,6 +115,7 @@ def make_course(root: Path = DEFAULT_ROOT, extra_config: str = "", notebooks: Pa
         old.unlink()
     for notebook in sorted(Path(notebooks or SOLUTIONS).glob("*.ipynb")):
         shutil.copy2(notebook, source / notebook.name)
+        drop_ungraded_tests(source / notebook.name, config)
     (root / "nbgrader_config.py").write_text(
         CONFIG.format(
             root=str(root),
@@ -125,9 +148,9 @@ def nbgrader(root: Path, *args: str, check: bool = True) -> subprocess.Completed
     )
 
 
-def release(root: Path = DEFAULT_ROOT, out: Path = RELEASE_DIR) -> list[Path]:
+def release(root: Path = DEFAULT_ROOT, out: Path = RELEASE_DIR, config: Config | None = None) -> list[Path]:
     """``nbgrader generate_assignment`` on ``solutions/``, then copies the student version to ``out``."""
-    root = make_course(root)
+    root = make_course(root, config=config)
     result = nbgrader(root, "generate_assignment", ASSIGNMENT, "--force", check=False)
     if result.returncode != 0:
         raise RuntimeError(f"nbgrader generate_assignment failed:\n{result.stdout}\n{result.stderr}")

@@ -212,7 +212,8 @@ def place_submission(src: Path, root: Path, student: str, source_dir: Path, rele
 
     A missing or unreadable notebook is replaced by the released (blank) one, so nbgrader still records its
     cells (with the judge's zeros). Cells claiming a grade_id the source does not have lose their nbgrader
-    metadata: a forged grade cell must neither count nor make nbgrader fail.
+    metadata: a forged grade cell must neither count nor make nbgrader fail (one that holds a hidden-test region,
+    such as an ungraded optional stage's test cell, is dropped: nbgrader's feedback refuses it anywhere else).
     """
     dest = root / "submitted" / student / course.ASSIGNMENT
     if dest.exists():
@@ -225,15 +226,20 @@ def place_submission(src: Path, root: Path, student: str, source_dir: Path, rele
         if nb is None:
             nb = nbformat.read(str(release_dir / source_nb.name), as_version=4)
         seen = set()
+        kept = []
         for cell in nb.cells:
             meta = cell.get("metadata", {}).get("nbgrader")
-            if meta is None:
-                continue
-            gid = meta.get("grade_id")
-            if gid not in known or gid in seen:
+            gid = None if meta is None else meta.get("grade_id")
+            if meta is not None and (gid not in known or gid in seen):
                 del cell.metadata["nbgrader"]
-            else:
+                # e.g. the test cell of an optional stage this course does not grade: outside a grade cell, a
+                # hidden-test region makes nbgrader's feedback refuse the student's whole assignment
+                if "BEGIN HIDDEN TESTS" in cell.get("source", ""):
+                    continue
+            elif meta is not None:
                 seen.add(gid)
+            kept.append(cell)
+        nb.cells = kept
         nbformat.write(nb, str(dest / source_nb.name))
     checkpoint_file = src / "model.pt"
     if checkpoint_file.is_file() and not checkpoint_file.is_symlink():
@@ -301,8 +307,8 @@ def grade_all(submissions: Path, out: Path, *, config_path: Path | None = None, 
         log(f"skipping {bad!r}: not a valid student id")
     students = [s for s in students if STUDENT_ID.match(s)]
     root = course.make_course(
-        out / "course", notebooks=source, extra_config=f"c.InjectVerdicts.config_path = {str(config.path)!r}"
-    )
+        out / "course", notebooks=source, extra_config=f"c.InjectVerdicts.config_path = {str(config.path)!r}",
+        config=config)
     result = course.nbgrader(root, "generate_assignment", course.ASSIGNMENT, "--force", check=False)
     if result.returncode != 0:
         raise RuntimeError(f"nbgrader generate_assignment failed:\n{result.stdout}\n{result.stderr}")

@@ -23,6 +23,7 @@ from hw4lib import checkpoint, perplexity
 from hw4lib.components import REPO_ROOT, load_components
 from hw4lib.errors import HW4Error
 from hw4lib.properties import PARTS
+from hw4lib.properties import cache_pointer as cache_props
 from hw4lib.properties import model as model_props
 from hw4lib.properties.core import close, failed
 
@@ -39,6 +40,7 @@ STAGES = {
     "nt_asgd": ("06",),
     "prediction_generation": ("07",),
     "val_perplexity": ("02", "03", "04"),
+    "cache_pointer": ("08",),
 }
 
 
@@ -190,6 +192,19 @@ def reference_runs(inp: dict, obs: dict) -> list[str]:
         if not (close(got["live"], want["live"], 1e-6) and close(got["averaged"], want["averaged"], 1e-6)):
             return [f"{story}: after two scaled steps per check, the weights or their average differ from the "
                     "contract's"]
+    return []
+
+
+@hidden("cache_pointer", "cache_probs gives the definition's values on random keys and words")
+def reference_cache(inp: dict, obs: dict) -> list[str]:
+    main = obs["main"]
+    if failed(main):
+        return [f"cache_probs raised {failed(main)}"]
+    want = reference("cache_pointer").cache_probs(inp["keys"], inp["words"], cache_props.WINDOW, cache_props.THETA)
+    if not isinstance(main, torch.Tensor) or main.shape != want.shape or not close(
+            main.double().nan_to_num(-1.0), want.nan_to_num(-1.0), 1e-6, 1e-5):
+        return ["on random keys, p_cache differs from softmax over the window of theta * h_i·h_t, summed over the "
+                "positions i whose next word is the target"]
     return []
 
 

@@ -10,6 +10,10 @@ Nothing is learned: ``θ`` and ``λ`` are chosen on validation (:func:`grid_sear
 (:func:`collect`); the cache is then a matrix product per block of positions, vectorized over the window and the
 columns (no Python loop per token), so a grid of settings costs one product per ``(window, θ)``, not a model run.
 
+The cache itself (``cache_probs``) and the mixture (``cache_mixture``) are stage 8's graded component, written
+in ``08_cache_pointer.ipynb`` and loaded like every other component (``--impl``); this module is the driver
+around them: the model pass, the perplexities, the grid, the speed and the CLI.
+
 The text is read as :func:`hw4lib.perplexity.evaluate_nll` reads it (``batch_size`` contiguous columns, hidden
 state carried across windows); each column has its own cache, empty at the column's start. Where a position has
 no cached word yet (the first of each column) the model's own probability is used.
@@ -95,44 +99,47 @@ def collect(
     return Collected(torch.cat(keys), torch.cat(targets), torch.cat(log_p), time.perf_counter() - start)
 
 
-def cache_probs(collected: Collected, window: int, theta: float, *, block: int | None = None) -> torch.Tensor:
-    """p_cache(x_{t+1}) at every position, (N, B) float64; NaN where the cache is still empty.
+def block_size(batch: int, window: int) -> int:
+    """Positions per block so that the (B, rows, window + rows) scores stay near 16 M floats."""
+    return max(16, (1 << 24) // max(1, batch * (window + 256)))
 
-    Position ``t`` attends to the positions ``t - window <= i < t`` of its own column: their words ``x_{i+1}`` are
-    known by then. One masked (B, rows, keys) product per block of ``block`` positions.
-    """
+
+def cache_probs(components: Any, collected: Collected, window: int, theta: float) -> torch.Tensor:
+    """p_cache(x_{t+1}) at every position, (N, B) float64, NaN where the cache is still empty: the component
+    ``cache_probs`` (stage 8) on the collected keys, in blocks sized for memory."""
     if window < 1:
         raise HW4Error(f"the cache window must hold at least one position, not {window}")
-    keys = collected.keys.transpose(0, 1)  # (B, N, H)
-    words = collected.targets.t()  # (B, N)
-    n = keys.size(1)
-    # Blocks sized so that the (B, rows, window + rows) scores stay near 16 M floats.
-    block = block or max(16, (1 << 24) // max(1, keys.size(0) * (window + 256)))
-    out = torch.empty(collected.targets.shape, dtype=torch.float64, device=keys.device)
-    for s in range(0, n, block):
-        e = min(n, s + block)
-        lo = max(0, s - window)
-        scores = theta * torch.bmm(keys[:, s:e], keys[:, lo:e].transpose(1, 2))  # (B, rows, keys)
-        t = torch.arange(s, e, device=keys.device).unsqueeze(1)
-        i = torch.arange(lo, e, device=keys.device).unsqueeze(0)
-        visible = (i < t) & (i >= t - window)  # (rows, keys)
-        weights = torch.softmax(scores.masked_fill(~visible, float("-inf")).double(), dim=-1)  # NaN: no key yet
-        same = words[:, lo:e].unsqueeze(1) == words[:, s:e].unsqueeze(2)  # key's word is the word to predict
-        out[s:e] = (weights * same).sum(-1).t()
-    return out
+    block = block_size(collected.targets.size(1), window)
+    try:
+        p_cache = components.cache_probs(collected.keys, collected.targets, window, theta, block=block)
+    except NotImplementedError as err:
+        raise HW4Error("cache_probs is not implemented yet: write it in 08_cache_pointer.ipynb (its check must "
+                       "pass), save the notebook, and run this again") from err
+    if not isinstance(p_cache, torch.Tensor) or p_cache.shape != collected.targets.shape:
+        got = tuple(p_cache.shape) if isinstance(p_cache, torch.Tensor) else type(p_cache).__name__
+        raise HW4Error(f"cache_probs returned {got}; it must return (N, B) = {tuple(collected.targets.shape)}, "
+                       "one probability per position (run the visible check of 08_cache_pointer.ipynb)")
+    return p_cache
 
 
-def mixed_nll(collected: Collected, p_cache: torch.Tensor, lambdah: float) -> float:
-    """Mean negative log-likelihood of ``λ·p_cache + (1−λ)·p_vocab``; the model alone where the cache is empty."""
-    p_vocab = collected.log_p_vocab.exp()
-    mixed = torch.where(torch.isnan(p_cache), p_vocab, lambdah * p_cache.nan_to_num(0.0) + (1 - lambdah) * p_vocab)
-    return float(-mixed.log().mean())
+def mixed_nll(components: Any, collected: Collected, p_cache: torch.Tensor, lambdah: float) -> float:
+    """Mean negative log-likelihood of the component ``cache_mixture``: ``λ·p_cache + (1−λ)·p_vocab``, the model
+    alone where the cache is empty."""
+    try:
+        mixed = components.cache_mixture(p_cache, collected.log_p_vocab.exp(), lambdah)
+    except NotImplementedError as err:
+        raise HW4Error("cache_mixture is not implemented yet: write it in 08_cache_pointer.ipynb (its check "
+                       "must pass), save the notebook, and run this again") from err
+    if not isinstance(mixed, torch.Tensor) or mixed.shape != p_cache.shape:
+        raise HW4Error("cache_mixture must return a tensor of p_cache's shape (it mixes elementwise)")
+    return float(-mixed.double().log().mean())
 
 
-def evaluate(collected: Collected, settings: CacheSettings) -> dict[str, Any]:
+def evaluate(components: Any, collected: Collected, settings: CacheSettings) -> dict[str, Any]:
     """The model's perplexity with and without the cache on the collected text, and the cache's speed."""
     start = time.perf_counter()
-    nll = mixed_nll(collected, cache_probs(collected, settings.window, settings.theta), settings.lambdah)
+    p_cache = cache_probs(components, collected, settings.window, settings.theta)
+    nll = mixed_nll(components, collected, p_cache, settings.lambdah)
     cache_s = time.perf_counter() - start
     return {
         "settings": asdict(settings),
@@ -146,17 +153,32 @@ def evaluate(collected: Collected, settings: CacheSettings) -> dict[str, Any]:
 
 
 def grid_search(
-    collected: Collected, windows_: list[int], thetas: list[float], lambdas: list[float]
+    components: Any, collected: Collected, windows_: list[int], thetas: list[float], lambdas: list[float]
 ) -> list[dict[str, Any]]:
     """Every combination, best first: one cache product per (window, θ), the λ's are a cheap mix on top."""
     rows = []
     for window in windows_:
         for theta in thetas:
-            p_cache = cache_probs(collected, window, theta)
+            p_cache = cache_probs(components, collected, window, theta)
             for lam in lambdas:
                 rows.append({"window": window, "theta": theta, "lambdah": lam,
-                             "ppl": math.exp(mixed_nll(collected, p_cache, lam))})
+                             "ppl": math.exp(mixed_nll(components, collected, p_cache, lam))})
     return sorted(rows, key=lambda r: r["ppl"])
+
+
+def load_cache_components(impl: str | Path = "solutions") -> Any:
+    """``cache_probs`` and ``cache_mixture`` from stage 8 of ``impl`` (``solutions``, ``notebooks``, a folder or
+    a notebook), through the one notebook loader."""
+    from hw4lib.components import load_components
+
+    source = Path(impl)
+    stages = None if source.suffix == ".ipynb" else ("08",)
+    module = load_components(impl, stages=stages)
+    missing = [n for n in ("cache_probs", "cache_mixture") if not hasattr(module, n)]
+    if missing:
+        raise HW4Error(f"{', '.join(missing)} not found in {impl}: the cache pointer is written in "
+                       "08_cache_pointer.ipynb (its graded cell); pass --impl with that notebook or its folder")
+    return module
 
 
 def _floats(text: str) -> list[float]:
@@ -169,6 +191,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     from hw4lib.runs import dataset_of, load_model
 
     tune_malloc()
+    cache = load_cache_components(args.cache_impl or args.impl)
     _, model, ckpt = load_model(args)
     dataset = dataset_of(args, ckpt)
     reference = REFERENCE[dataset]
@@ -178,7 +201,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     if args.grid:
         valid = collect(model, corpora.load_split(dataset, "valid"), batch_size=args.batch_size,
                         max_tokens=args.max_tokens, progress=True)
-        grid = grid_search(valid, [settings.window], _floats(args.thetas), _floats(args.lambdas))
+        grid = grid_search(cache, valid, [settings.window], _floats(args.thetas), _floats(args.lambdas))
         best = grid[0]
         settings = CacheSettings(best["window"], best["theta"], best["lambdah"])
         result["grid"] = grid
@@ -187,7 +210,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
         valid = collect(model, corpora.load_split(dataset, args.split), batch_size=args.batch_size,
                         max_tokens=args.max_tokens, progress=True)
     text = valid
-    result.update(evaluate(text, settings))
+    result.update(evaluate(cache, text, settings))
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
@@ -197,7 +220,10 @@ def _cmd_cache(args: argparse.Namespace) -> int:
 def register_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cache", help="perplexity of a model.pt with the continuous cache pointer (Grave et al. 2017)")
     p.add_argument("--checkpoint", required=True, help="a model.pt of the course's LanguageModel")
-    p.add_argument("--impl", default="solutions", help="whose components build the model (as for evaluate)")
+    p.add_argument("--impl", default="solutions", help="whose components build the model and the cache "
+                   "(solutions, notebooks or a folder, as for train and evaluate)")
+    p.add_argument("--cache-impl", help="whose cache_probs and cache_mixture (default: --impl); e.g. your "
+                   "08_cache_pointer.ipynb when the model is built from another folder")
     p.add_argument("--device", default="auto")
     p.add_argument("--dataset", choices=sorted(REFERENCE), help="default: the one the model was trained on")
     p.add_argument("--split", choices=["valid", "test"], default="valid")

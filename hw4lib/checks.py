@@ -165,6 +165,11 @@ def check_prediction_generation(prediction: Callable, generation: Callable) -> N
     _check("prediction and generation", "prediction_generation", prediction=prediction, generation=generation)
 
 
+def check_cache_pointer(cache_probs: Callable, cache_mixture: Callable) -> None:
+    """Stage 8: shape, empty cache, never itself nor the future, the window, theta, blocks, the mixture."""
+    _check("cache_probs and cache_mixture", "cache_pointer", cache_probs=cache_probs, cache_mixture=cache_mixture)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Helpers the notebooks show
 # ----------------------------------------------------------------------------------------------------

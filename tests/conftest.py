@@ -105,6 +105,19 @@ def grading_config(tmp_path_factory, trained_model, prepared_data) -> dict:
 
 
 @pytest.fixture(scope="session")
+def graded_cache_config(grading_config, tmp_path_factory) -> dict:
+    """``grading_config`` with the optional stage 8 (the cache pointer) graded: the instructor's other choice."""
+    import re
+
+    text = grading_config["path"].read_text()
+    switch = re.compile(r"(?m)^graded = false$")
+    assert len(switch.findall(text)) == 1 and switch.search(text).start() > text.index("[parts.cache_pointer]")
+    path = tmp_path_factory.mktemp("graded_cache_config") / "test_config.toml"
+    path.write_text(switch.sub("graded = true", text))
+    return {**grading_config, "path": path}
+
+
+@pytest.fixture(scope="session")
 def validation_trained_model(tmp_path_factory, prepared_data) -> Path:
     """A quick model trained on the graded validation slice itself (the cheat the grader must refuse)."""
     from hw4lib import data as hw4data

@@ -36,9 +36,9 @@ def _build(dest: Path, variant, model: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def judged(tmp_path_factory, trained_model, grading_config, data_env) -> dict:
+def judged(tmp_path_factory, trained_model, graded_cache_config, data_env) -> dict:
     root = tmp_path_factory.mktemp("mistakes")
-    config = load_config(grading_config["path"])
+    config = load_config(graded_cache_config["path"])  # the optional stage 8 graded, so its mistakes are judged
     runtime = grade.prepare_runtime(root / "_runtime")
     slices = grade.grading_slices(config)
     subs = {v.name: _build(root / "subs" / v.name, v, trained_model) for v in VARIANTS}
@@ -49,7 +49,8 @@ def judged(tmp_path_factory, trained_model, grading_config, data_env) -> dict:
         return name, {v.part: v for v in verdicts}
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return {"verdicts": dict(pool.map(one, sorted(subs))), "config": config}
+        return {"verdicts": dict(pool.map(one, sorted(subs))), "config": config, "subs": subs, "root": root,
+                "runtime": runtime, "slices": slices}
 
 
 def test_reference_earns_full_marks(judged):
@@ -92,5 +93,26 @@ def test_visible_check_names_the_mistake(variant, tmp_path):
             "language_model": checks.check_language_model, "ar_tar": checks.check_ar_tar,
             "train_batch": checks.check_train_batch, "nt_asgd": checks.check_nt_asgd,
             "prediction_generation": checks.check_prediction_generation,
+            "cache_pointer": checks.check_cache_pointer,
         }[variant.part](*named.values())
     assert variant.visible in out.getvalue(), out.getvalue()
+
+
+def test_ungraded_optional_stage_changes_no_grade(judged, grading_config):
+    """With stage 8 left ungraded (the default), the total stays the core's 100 and the same submissions get the
+    same verdicts in every core part, even a submission whose cache is wrong; stage 8 is neither run nor scored."""
+    ungraded = load_config(grading_config["path"])
+    graded = judged["config"]
+    assert [p.name for p in ungraded.parts] == [p.name for p in graded.parts if p.name != "cache_pointer"]
+    assert [p.name for p in ungraded.ungraded] == ["cache_pointer"]
+    assert sum(p.points for p in ungraded.parts) == 100
+    assert sum(p.points for p in graded.parts) == 100 + graded.part("cache_pointer").points
+    for name in ("reference", "cache_sees_itself"):
+        verdicts = grade.grade_student(judged["subs"][name], judged["root"] / "ungraded" / name, ungraded, SEED,
+                                       judged["runtime"], judged["slices"])
+        got = {v.part: v for v in verdicts}
+        assert set(got) == {p.name for p in ungraded.parts}
+        for part, v in got.items():
+            want = judged["verdicts"][name][part]
+            assert (v.score, v.checks) == (want.score, want.checks), f"{name}/{part}: {v.message}"
+        assert sum(v.score for v in verdicts) == 100, name

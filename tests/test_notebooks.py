@@ -7,6 +7,7 @@ student, these tests run copies with the hidden blocks stripped (``tests/noteboo
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -26,7 +27,9 @@ PARTS = {
     "06_nt_asgd.ipynb": {"nt_asgd": 10},
     "07_train_generate.ipynb": {"prediction_generation": 8, "val_perplexity": 20},
 }
-OPTIONAL = ["09_ablation.ipynb"]  # ungraded stages, after the graded ones: no parts, no points (test_ablation.py)
+# Optional stages: graded only when autograder/config.toml says `graded = true`; the core above stays 100.
+OPTIONAL = {"08_cache_pointer.ipynb": {"cache_pointer": 10}}
+UNGRADED = ["09_ablation.ipynb"]  # never graded: no parts, no points (test_ablation.py)
 VOLATILE_CELL_KEYS = {"execution", "collapsed", "scrolled", "ExecuteTime"}
 
 
@@ -40,7 +43,7 @@ def _grade_id(cell) -> str | None:
 
 def test_every_stage_exists_in_both_sets():
     names = [p.name for p in sorted(SOLUTIONS.glob("*.ipynb"))]
-    assert names[0] == "00_welcome.ipynb" and names[1:] == list(PARTS) + OPTIONAL
+    assert names[0] == "00_welcome.ipynb" and names[1:] == list(PARTS) + list(OPTIONAL) + UNGRADED
     assert [p.name for p in sorted(RELEASE.glob("*.ipynb"))] == names
 
 
@@ -54,7 +57,7 @@ def test_committed_without_outputs(folder):
 
 def test_hidden_test_cells_follow_their_checks():
     total = 0
-    for name, parts in PARTS.items():
+    for name, parts in {**PARTS, **OPTIONAL}.items():
         cells = _nb(SOLUTIONS / name).cells
         ids = [_grade_id(c) for c in cells]
         for part, points in parts.items():
@@ -73,12 +76,38 @@ def test_hidden_test_cells_follow_their_checks():
             assert ids[index - 1] == f"check_{part}", f"{name}: the visible check must precede test_{part}"
             if part != "val_perplexity":
                 assert ids.index(part) < index - 1, f"{name}: the solution cell {part} must come before its check"
-            total += points
+            total += points if name in PARTS else 0
     assert total == 100
 
 
+def test_optional_stage_adds_points_only_when_graded(tmp_path):
+    """nbgrader's total is the sum of the source notebooks' grade cells: 100 with stage 8 ungraded (its test cell
+    is left out of the course's source), 100 plus its points when the instructor grades it."""
+    from autograder import course
+    from autograder.config import load as load_config
+
+    def source_points(config_path: Path | None) -> dict[str, float]:
+        root = course.make_course(tmp_path / f"course-{config_path is None}", config=load_config(config_path))
+        return {_grade_id(c): c.metadata["nbgrader"]["points"] for p in (root / "source" / "hw4").glob("*.ipynb")
+                for c in _nb(p).cells if c.get("metadata", {}).get("nbgrader", {}).get("grade")}
+
+    default = load_config()
+    assert [p.name for p in default.ungraded] == ["cache_pointer"]  # the shipped default: stage 8 not graded
+    ungraded = source_points(None)
+    assert "test_cache_pointer" not in ungraded
+    assert sum(v for k, v in ungraded.items() if k.startswith("test_")) == 100
+    text = default.path.read_text()
+    graded_config = tmp_path / "graded.toml"
+    graded_config.write_text(re.sub(r"(?m)^graded = false$", "graded = true", text))
+    graded = source_points(graded_config)
+    assert graded.pop("test_cache_pointer") == OPTIONAL["08_cache_pointer.ipynb"]["cache_pointer"]
+    assert graded == ungraded
+    release = [_grade_id(c) for c in _nb(RELEASE / "08_cache_pointer.ipynb").cells]
+    assert "test_cache_pointer" not in release and "check_cache_pointer" in release  # released as ungraded
+
+
 def test_solution_cells_keep_their_grade_ids():
-    for name, parts in PARTS.items():
+    for name, parts in {**PARTS, **OPTIONAL}.items():
         ids = {_grade_id(c) for c in _nb(SOLUTIONS / name).cells}
         for part in parts:
             if part != "val_perplexity":
