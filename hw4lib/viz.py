@@ -587,10 +587,11 @@ def trigger_table(losses: Sequence[float], nonmono: int) -> None:
 
 
 def sampling_distribution_plot(logits: torch.Tensor, vocab: np.ndarray, temperatures: Sequence[float] = (0.5, 1.0, 1.5),
-                               top_k: int | None = 5, shown: int = 15) -> None:
+                               top_k: int | None = 5, shown: int = 15, show: bool = True) -> plt.Figure | None:
     """The next-word distribution softmax(z / τ) for a few temperatures, and what top-k keeps (one prefix's
     logits ``(V,)``; no top-k panel when ``top_k`` is None). Drawn with torch from the logits your ``prediction``
-    returned."""
+    returned. ``show=False`` returns the figure undrawn (a widget displays it into its own output); shown, it returns
+    nothing, so a notebook cell ending with this call does not draw it twice."""
     logits = logits.detach().float()
     order = torch.argsort(logits, descending=True)[:shown]
     words = [str(vocab[i]) for i in order.tolist()]
@@ -614,7 +615,10 @@ def sampling_distribution_plot(logits: torch.Tensor, vocab: np.ndarray, temperat
         ax.set_xticklabels(words, rotation=60, ha="right", fontsize=8)
         ax.legend(fontsize=8)
     fig.tight_layout()
+    if not show:
+        return fig
     plt.show()
+    return None
 
 
 def continuation_html(result: Continuation) -> str:
@@ -694,8 +698,13 @@ def generator_widget(
                 print(f"your prediction raised {type(err).__name__}: {err}")
                 return
             temps = (1.0,) if greedy.value or temperature.value == 1.0 else (1.0, temperature.value)
-            sampling_distribution_plot(logits.cpu(), vocab, temperatures=temps,
-                                       top_k=None if greedy.value else top_k.value or None, shown=10)
+            fig = sampling_distribution_plot(logits.cpu(), vocab, temperatures=temps,
+                                             top_k=None if greedy.value else top_k.value or None, shown=10,
+                                             show=False)
+            # displayed as an image into `out` by hand: plt.show() from a button's callback left the chart out
+            # now and then (seen in CI), as it depends on pyplot's figure registry at that moment
+            display(fig)
+            plt.close(fig)
 
     def sync(_: Any = None) -> None:
         temperature.disabled = top_k.disabled = greedy.value
