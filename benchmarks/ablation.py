@@ -36,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hw4lib.ablation import FIELDS, ROWS, config_for  # noqa: E402
+from hw4lib.ablation import FIELDS, ROWS, RUNS_CSV, config_for, read_runs  # noqa: E402
 from hw4lib.components import load_components  # noqa: E402
 from hw4lib.training import train  # noqa: E402
 
@@ -44,8 +44,7 @@ from hw4lib.training import train  # noqa: E402
 def done_rows(path: Path, minutes: float) -> set[str]:
     if not path.is_file():
         return set()
-    with open(path, newline="") as fh:
-        return {r["row"] for r in csv.DictReader(fh) if float(r["minutes"]) == minutes}
+    return {r["row"] for r in read_runs(path) if r["minutes"] == minutes}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("rows", nargs="+", choices=sorted(ROWS))
     parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget of every row")
     parser.add_argument("--dataset", default="ptb", choices=["ptb", "wikitext2"])
-    parser.add_argument("--csv", type=Path, default=REPO / "docs" / "data" / "ablation_ptb.csv")
+    parser.add_argument("--csv", type=Path, default=RUNS_CSV)
     parser.add_argument("--out", type=Path, default=Path("runs/ablation"))
     parser.add_argument("--again", action="store_true", help="rerun rows already in the CSV")
     parser.add_argument("--max-train-tokens", type=int, help="a slice of the training split (tests)")
