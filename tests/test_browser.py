@@ -13,7 +13,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from typing import Any
 import nbformat
 import pytest
 
+from deploy.hub.launch import free_port
 from tests.notebook_tools import REPO, SOLUTIONS, kernel_env, stripped_copy
 
 CHROMIUM = "/usr/bin/chromium"
@@ -36,12 +36,6 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _state_dirs(root: Path) -> dict[str, str]:
@@ -67,7 +61,7 @@ def _serve(work: Path, state: Path, data_dir: Path) -> Iterator[str]:
     """A JupyterLab server on 127.0.0.1 over ``work`` (quick-mode kernels, data from ``data_dir``); yields its
     base URL with the token as query string, e.g. ``http://127.0.0.1:PORT/lab/tree/{name}?token=...``."""
     token = secrets.token_hex(16)
-    port = _free_port()
+    port = free_port()
     env = kernel_env(quick=True)
     env.update(_state_dirs(state))
     env["HW4_DATA_DIR"] = str(data_dir)
