@@ -5,9 +5,11 @@
 One run at a time on an otherwise idle machine (the rows compare only if their minutes are comparable). Each row
 trains the reference components from the `cpu` preset on PTB with the row's overrides and the same wall-clock
 budget (checks and the final evaluation included), then appends one line to the CSV: the row, its overrides,
-the budget, the whole-split validation perplexity, training tokens and tokens/s, and the step at which NT-ASGD's
-trigger fired (empty if it did not). Rows may be added over several sittings; a row already in the CSV with the
-same budget is skipped unless --again is given.
+the budget, the whole-split validation perplexity, training tokens and tokens/s, the step at which NT-ASGD's
+trigger fired (empty if it did not) and the sitting. Rows may be added over several sittings; a row already in the
+CSV with the same budget is skipped unless --again is given. Each row is compared with the `full` row of its own
+sitting (the host's speed differs between sittings, and at a wall-clock budget speed is perplexity), so a sitting
+without one measures `full` first. A sitting is one invocation (its start time) unless --sitting names one.
 
 What each row removes (the paper's Table 4 names the same techniques):
 
@@ -31,6 +33,7 @@ import argparse
 import csv
 import json
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,6 +50,24 @@ def done_rows(path: Path, minutes: float) -> set[str]:
     return {r["row"] for r in read_runs(path) if r["minutes"] == minutes}
 
 
+def add_sitting_column(path: Path) -> None:
+    """Files from before sittings were recorded get the column, empty (their rows are one sitting)."""
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if "sitting" in (reader.fieldnames or []):
+            return
+        rows = list(reader)
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows({**r, "sitting": ""} for r in rows)
+
+
+def has_full(path: Path, minutes: float, dataset: str, sitting: str) -> bool:
+    return path.is_file() and any(r["row"] == "full" and r["minutes"] == minutes and r["dataset"] == dataset
+                                  and r["sitting"] == sitting for r in read_runs(path))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("rows", nargs="+", choices=sorted(ROWS))
@@ -56,22 +77,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/ablation"))
     parser.add_argument("--again", action="store_true", help="rerun rows already in the CSV")
     parser.add_argument("--max-train-tokens", type=int, help="a slice of the training split (tests)")
+    parser.add_argument("--sitting", default=time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
+                        help="a label for runs that compare with each other (default: this invocation's start)")
     args = parser.parse_args(argv)
     components = load_components("solutions")
     skip = set() if args.again else done_rows(args.csv, args.minutes)
-    for name in args.rows:
-        if name in skip:
-            print(f"{name}: already in {args.csv} at {args.minutes} minutes (--again reruns it)")
-            continue
+    rows = [name for name in dict.fromkeys(args.rows) if name not in skip]
+    for name in sorted(set(args.rows) & skip):
+        print(f"{name}: already in {args.csv} at {args.minutes} minutes (--again reruns it)")
+    if rows and "full" not in rows and not has_full(args.csv, args.minutes, args.dataset, args.sitting):
+        print(f"sitting {args.sitting} has no full row at {args.minutes:g} minutes: measuring it first")
+        rows.insert(0, "full")
+    for name in rows:
         config = config_for(name, args.minutes, args.dataset, max_train_tokens=args.max_train_tokens)
         metrics = train(config, components, args.out / f"{name}-{args.minutes:g}min", resume=False,
                         progress=False, log=lambda *_: None)
         line = {"row": name, "overrides": json.dumps(ROWS[name], sort_keys=True), "dataset": args.dataset,
                 "minutes": args.minutes, "val_ppl": round(metrics["val_ppl"], 3), "tokens": metrics["tokens"],
                 "tokens_per_s": round(metrics["tokens_per_s"] or 0.0, 1),
-                "asgd_trigger_step": metrics["asgd_trigger_step"], "wall_s": metrics["wall_s"]}
+                "asgd_trigger_step": metrics["asgd_trigger_step"], "wall_s": metrics["wall_s"],
+                "sitting": args.sitting}
         new = not args.csv.is_file()
         args.csv.parent.mkdir(parents=True, exist_ok=True)
+        if not new:
+            add_sitting_column(args.csv)
         with open(args.csv, "a", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=FIELDS)
             if new:

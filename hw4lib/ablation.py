@@ -5,6 +5,11 @@ The rows are runs of the ``cpu`` preset on PTB at one wall-clock budget each, me
 ``docs/data/paper_table4.csv``. A row's cost is its validation perplexity minus the ``full`` row's at the same
 budget (Δ); :func:`compare` puts our Δ beside the paper's (PTB validation) and says where the orderings differ.
 
+Each row is compared with the ``full`` row of its own *sitting* (one run of the runner, or several back to back):
+the host's speed is not constant even when the machine is idle (the same ``full`` row made 3,053 tokens/s at 04:22
+and 4,128-plus tokens/s three hours later on 2026-12-01), and at a wall-clock budget speed is perplexity. So the
+runner measures ``full`` first in every sitting that has none.
+
 Fine-tuning (the paper's "– fine-tuning" row) is a separate phase after training (``hw4lib/finetune.py``), not
 something a row of the runner removes: it has no row here.
 """
@@ -56,7 +61,7 @@ LABELS = {"no_weight_drop": "weight drop", "no_embedding_dropout": "embedding dr
           "no_nt_asgd": "NT-ASGD", "no_variable_bptt": "variable BPTT", "no_weight_tying": "weight tying",
           "no_independent_embedding": "independent\nembedding size"}
 FIELDS = ["row", "overrides", "dataset", "minutes", "val_ppl", "tokens", "tokens_per_s", "asgd_trigger_step",
-          "wall_s"]
+          "wall_s", "sitting"]
 
 
 def config_for(row: str, minutes: float, dataset: str = "ptb", **sizes: Any) -> TrainConfig:
@@ -100,7 +105,7 @@ def read_runs(path: str | Path | None = None) -> list[dict[str, Any]]:
         )
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    missing = [f for f in FIELDS if rows and f not in rows[0]]
+    missing = [f for f in FIELDS if rows and f not in rows[0] and f != "sitting"]  # older files: one sitting
     if missing:
         raise HW4Error(f"{path} lacks the columns {', '.join(missing)}: it was not written by benchmarks/ablation.py")
     runs = []
@@ -110,7 +115,7 @@ def read_runs(path: str | Path | None = None) -> list[dict[str, Any]]:
             "row": r["row"], "dataset": r["dataset"], "minutes": float(r["minutes"]), "val_ppl": float(r["val_ppl"]),
             "tokens": int(r["tokens"]), "tokens_per_s": float(r["tokens_per_s"] or 0.0),
             "asgd_trigger_step": int(trigger) if trigger not in ("", "None") else None,
-            "wall_s": float(r["wall_s"]),
+            "wall_s": float(r["wall_s"]), "sitting": r.get("sitting") or "",
         })
     return runs
 
@@ -181,14 +186,21 @@ def _ranks(values: dict[str, float]) -> dict[str, int]:
 
 def compare(runs: list[dict[str, Any]], minutes: float, paper: dict[str, dict[str, float]] | None = None,
             dataset: str = "ptb") -> Comparison:
-    """Our Δ (row minus ``full`` at ``minutes``) beside the paper's (PTB validation, row minus full).
+    """Our Δ (row minus ``full`` at ``minutes``, the ``full`` of the row's own sitting) beside the paper's (PTB
+    validation, row minus full).
 
-    A row measured more than once at the budget counts with its latest run. Ranks order the removals by their
-    cost among the rows both tables have; ``differences`` names every such row whose rank differs and every
-    removal that did not cost perplexity here although it does in the paper.
+    A row measured more than once at the budget counts with its latest run. A row whose sitting has no ``full``
+    row gets no Δ (a ``full`` of another sitting ran at another speed). Ranks order the removals by their cost
+    among the rows both tables have; ``differences`` names every such row whose rank differs, every removal that
+    did not cost perplexity here although it does in the paper, and every row left without a Δ.
     """
     paper = read_paper_table() if paper is None else paper
-    at = {r["row"]: r for r in runs if r["dataset"] == dataset and math.isclose(r["minutes"], minutes)}
+    at, fulls = {}, {}
+    for r in runs:
+        if r["dataset"] == dataset and math.isclose(r["minutes"], minutes):
+            at[r["row"]] = r  # the file is in the order of measurement: the latest run wins
+            if r["row"] == "full":
+                fulls[r["sitting"]] = r
     if "full" not in at:
         have = budgets(runs, dataset)
         where = f"full rows exist at {', '.join(f'{m:g}' for m in have)} minutes" if have else "no full row at all"
@@ -196,26 +208,33 @@ def compare(runs: list[dict[str, Any]], minutes: float, paper: dict[str, dict[st
             f"no `full` row at {minutes:g} minutes on {dataset} ({where}): every Δ is a row minus the full model at "
             f"the same budget. Measure it with `python benchmarks/ablation.py full --minutes {minutes:g}`."
         )
-    return _comparison(at, paper, minutes)
+    return _comparison(at, fulls, paper, minutes)
 
 
 def paper_only(paper: dict[str, dict[str, float]] | None = None) -> Comparison:
     """The paper's side alone (no measured rows yet): what the plot shows before the first run."""
-    return _comparison({}, read_paper_table() if paper is None else paper, None)
+    return _comparison({}, {}, read_paper_table() if paper is None else paper, None)
 
 
-def _comparison(at: dict[str, dict[str, Any]], paper: dict[str, dict[str, float]], minutes: float | None
-                ) -> Comparison:
+def _comparison(at: dict[str, dict[str, Any]], fulls: dict[str, dict[str, Any]], paper: dict[str, dict[str, float]],
+                minutes: float | None) -> Comparison:
     paper_full = paper[PAPER_ROWS["full"]]["ptb_val"]
-    full_ppl = at["full"]["val_ppl"] if "full" in at else None
     result = []
+    without_full = []
     for name in ROWS:
         paper_row = PAPER_ROWS[name]
         run = at.get(name)
         entry = RowComparison(name, paper_row)
         if run is not None:
             entry.ppl, entry.tokens, entry.asgd_trigger_step = run["val_ppl"], run["tokens"], run["asgd_trigger_step"]
-            entry.delta = run["val_ppl"] - full_ppl if name != "full" else 0.0
+            if name == "full":
+                entry.delta = 0.0
+            elif run["sitting"] in fulls:
+                entry.delta = run["val_ppl"] - fulls[run["sitting"]]["val_ppl"]
+            else:
+                sitting = run["sitting"] or "unnamed"
+                without_full.append(f"{name}: measured in a sitting without a full row ({sitting}), so it has no Δ: "
+                                    "measure both again in one sitting")
         if paper_row is not None and paper_row in paper:
             entry.paper_ppl = paper[paper_row]["ptb_val"]
             entry.paper_delta = entry.paper_ppl - paper_full if name != "full" else 0.0
@@ -234,6 +253,7 @@ def _comparison(at: dict[str, dict[str, Any]], paper: dict[str, dict[str, float]
         if r.delta <= 0 < r.paper_delta:
             differences.append(f"{r.row}: removing it did not cost perplexity here (Δ {r.delta:+.1f}); in the paper "
                                f"it costs {r.paper_delta:+.1f}")
+    differences += without_full
     return Comparison(minutes=minutes, full=full, rows=removals, differences=differences)
 
 

@@ -71,21 +71,36 @@ def test_fixed_windows_for_the_variable_bptt_row(C, tmp_path):
 def test_the_script_appends_a_row_and_skips_it_the_second_time(data_env, tmp_path, capsys):
     table = tmp_path / "ablation.csv"
     argv = ["no_ar_tar", "--minutes", "0.05", "--csv", str(table), "--out", str(tmp_path / "runs"),
-            "--max-train-tokens", "3000"]
+            "--max-train-tokens", "3000", "--sitting", "s1"]
     assert runner.main(argv) == 0
-    rows = list(csv.DictReader(open(table, newline="")))
-    assert len(rows) == 1 and rows[0]["row"] == "no_ar_tar" and rows[0]["dataset"] == "ptb"
+    # The sitting had no full row: it is measured first, so that no_ar_tar's Δ is against a full of its speed.
+    full, rows = list(csv.DictReader(open(table, newline=""))), None
+    assert [r["row"] for r in full] == ["full", "no_ar_tar"] and {r["sitting"] for r in full} == {"s1"}
+    rows = full[1:]
+    assert rows[0]["dataset"] == "ptb"
     assert json.loads(rows[0]["overrides"]) == {"alpha": 0.0, "beta": 0.0}
     # The line is the run's own final score: how far a few steps get depends on the machine's load, so no bound on
     # the perplexity itself, but the CSV must report exactly what the run measured.
     metrics = json.loads((tmp_path / "runs" / "no_ar_tar-0.05min" / "metrics.json").read_text())
     assert metrics["finished"] and metrics["preset_config"]["alpha"] == 0.0 and metrics["val_ppl"] > 1
     assert float(rows[0]["val_ppl"]) == round(metrics["val_ppl"], 3) and int(rows[0]["tokens"]) == metrics["tokens"] > 0
-    assert runner.main(argv) == 0
+    capsys.readouterr()
+    assert runner.main([*argv[:-1], "s2"]) == 0  # another sitting, nothing to measure: no full row either
     assert "already in" in capsys.readouterr().out
-    assert len(list(csv.DictReader(open(table, newline="")))) == 1
-    (run,) = ablation.read_runs(table)  # what the notebook reads back
+    assert len(list(csv.DictReader(open(table, newline="")))) == 2
+    _, run = ablation.read_runs(table)  # what the notebook reads back
     assert run["row"] == "no_ar_tar" and run["minutes"] == 0.05 and run["val_ppl"] == float(rows[0]["val_ppl"])
+    assert run["sitting"] == "s1"
+
+
+def test_a_file_from_before_sittings_gets_the_column(tmp_path):
+    old = tmp_path / "old.csv"
+    old.write_text("row,overrides,dataset,minutes,val_ppl,tokens,tokens_per_s,asgd_trigger_step,wall_s\n"
+                   "full,{},ptb,10.0,138.268,1673020,3053.4,,601.18\n")
+    assert ablation.read_runs(old)[0]["sitting"] == ""  # read as it is: one sitting
+    runner.add_sitting_column(old)
+    rows = list(csv.DictReader(open(old, newline="")))
+    assert list(rows[0]) == ablation.FIELDS and rows[0]["sitting"] == "" and rows[0]["val_ppl"] == "138.268"
 
 
 # --- the paper's Table 4 and the comparison -------------------------------------------------------------------
@@ -104,16 +119,34 @@ def test_the_paper_table_is_quoted_and_every_mapped_row_exists():
     assert set(ablation.PAPER_ROWS) == set(ablation.ROWS)
 
 
-def _write_runs(path: Path, rows: list[tuple[str, float, float]]) -> Path:
-    """A CSV in the runner's format: (row, minutes, val_ppl); the other columns filled plausibly."""
+def _write_runs(path: Path, rows: list[tuple]) -> Path:
+    """A CSV in the runner's format: (row, minutes, val_ppl[, sitting]); the other columns filled plausibly."""
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=ablation.FIELDS)
         writer.writeheader()
-        for name, minutes, ppl in rows:
+        for name, minutes, ppl, *sitting in rows:
             writer.writerow({"row": name, "overrides": json.dumps(ablation.ROWS[name]), "dataset": "ptb",
                              "minutes": minutes, "val_ppl": ppl, "tokens": 1_000_000, "tokens_per_s": 1600.0,
-                             "asgd_trigger_step": 900 if name == "full" else "", "wall_s": minutes * 60})
+                             "asgd_trigger_step": 900 if name == "full" else "", "wall_s": minutes * 60,
+                             "sitting": sitting[0] if sitting else "s1"})
     return path
+
+
+def test_each_row_is_compared_with_the_full_row_of_its_own_sitting(tmp_path):
+    """The host ran faster in the second sitting: its full row is better, and so are its rows; a Δ across sittings
+    would be the host's speed, not the technique."""
+    path = _write_runs(tmp_path / "runs.csv", [
+        ("full", 10.0, 140.0, "slow"), ("no_weight_drop", 10.0, 135.0, "slow"),
+        ("full", 10.0, 120.0, "fast"), ("no_embedding_dropout", 10.0, 119.0, "fast"),
+        ("no_ar_tar", 10.0, 150.0, "alone"),
+    ])
+    result = ablation.compare(ablation.read_runs(path), 10.0)
+    by = {r.row: r for r in result.rows}
+    assert result.full.ppl == 120.0  # the latest full is the one shown
+    assert by["no_weight_drop"].delta == pytest.approx(-5.0) and by["no_weight_drop"].ratio == pytest.approx(135 / 140)
+    assert by["no_embedding_dropout"].delta == pytest.approx(-1.0)
+    assert by["no_ar_tar"].ppl == 150.0 and by["no_ar_tar"].delta is None and by["no_ar_tar"].rank is None
+    assert result.differences[-1].startswith("no_ar_tar: measured in a sitting without a full row (alone)")
 
 
 def test_our_deltas_beside_the_papers_and_where_the_orderings_differ(tmp_path):
