@@ -123,7 +123,9 @@ def probe_submission(sub: Path, work: Path, config: Config, seed: int, runtime: 
     subcopy = work / "sub"
     if subcopy.exists():
         shutil.rmtree(subcopy)
-    copy_submission(sub, subcopy, sorted({p.notebook for p in config.parts}))
+    # Every notebook a graded part loads (judge.STAGES: the model part runs stages 02-04), by the course's names.
+    stages = {stage for p in config.parts for stage in judge.STAGES[p.name]}
+    copy_submission(sub, subcopy, sorted(p.name for p in judge.SOLUTIONS.glob("*.ipynb") if p.name[:2] in stages))
     remaining = [p.name for p in config.parts]
     results: dict[str, tuple[dict | None, str | None]] = {}
     launch = 0

@@ -92,7 +92,7 @@ def verdict(part: Part, checks: list[Check], error: str | None = None) -> Verdic
 
 # --- hidden checks: the reference, where the contract fixes the answer ----------------------------------------
 
-Hidden = Callable[[dict, dict], list[str]]
+Hidden = Callable[[dict, dict, int], list[str]]  # (inputs, observation, grading seed) -> problems
 HIDDEN: dict[str, dict[str, tuple[str, Hidden]]] = {}
 
 
@@ -104,9 +104,18 @@ def hidden(part: str, promise: str) -> Callable[[Hidden], Hidden]:
     return register
 
 
+@cache
+def reference_observation(part: str, seed: int) -> dict:
+    """What the reference components do on a part's inputs for ``seed``: the same for every submission graded with
+    that seed, so it is computed once per grading run instead of once per student (NT-ASGD's runs take seconds).
+    Read only: the hidden checks compare with it and never change it."""
+    props = PARTS[part]
+    return props.observe(reference(part), props.inputs(seed))
+
+
 @hidden("language_model", "eval-mode forward equals the AWD-LSTM forward on your own weights, with and without a "
                           "given hidden state, new hidden state included")
-def reference_forward(inp: dict, obs: dict) -> list[str]:
+def reference_forward(inp: dict, obs: dict, seed: int) -> list[str]:
     e = obs["eval"]
     if failed(e):
         return [f"an eval-mode forward raised {failed(e)}"]
@@ -140,8 +149,8 @@ def reference_forward(inp: dict, obs: dict) -> list[str]:
 
 
 @hidden("ar_tar", "AR and TAR give the contract's values on random activations")
-def reference_values(inp: dict, obs: dict) -> list[str]:
-    ref = PARTS["ar_tar"].observe(reference("ar_tar"), inp)
+def reference_values(inp: dict, obs: dict, seed: int) -> list[str]:
+    ref = reference_observation("ar_tar", seed)
     problems = []
     for fn, keys in (("ar", ("x2", "x05")), ("tar", ("x1", "x3"))):
         got = obs[fn]
@@ -160,11 +169,11 @@ def reference_values(inp: dict, obs: dict) -> list[str]:
 
 @hidden("train_batch", "the step's gradient is that of CE + AR(dropped_outputs[-1]) + TAR(raw_outputs[-1]), its "
                        "global norm clipped; the loss and hidden state returned are the contract's")
-def reference_gradient(inp: dict, obs: dict) -> list[str]:
+def reference_gradient(inp: dict, obs: dict, seed: int) -> list[str]:
     m = obs["main"]
     if failed(m):
         return [f"train_batch raised {failed(m)}"]
-    ref = PARTS["train_batch"].observe(reference("train_batch"), inp)["main"]
+    ref = reference_observation("train_batch", seed)["main"]
     if len(m["steps"]) != 1:
         return [f"{len(m['steps'])} optimizer steps instead of one"]
     got, want = m["steps"][0]["grads"], ref["steps"][0]["grads"]
@@ -179,8 +188,8 @@ def reference_gradient(inp: dict, obs: dict) -> list[str]:
 
 @hidden("nt_asgd", "on scripted and random validation sequences, the trigger, trigger_step, the live weights and "
                    "their average follow Algorithm 1 exactly")
-def reference_runs(inp: dict, obs: dict) -> list[str]:
-    ref = PARTS["nt_asgd"].observe(reference("nt_asgd"), inp)["scripts"]
+def reference_runs(inp: dict, obs: dict, seed: int) -> list[str]:
+    ref = reference_observation("nt_asgd", seed)["scripts"]
     for (nonmono, losses), got, want in zip(inp["scripts"], obs["scripts"], ref, strict=True):
         story = f"nonmono={nonmono}, losses {[round(v, 3) for v in losses]}"
         if failed(got):
@@ -196,7 +205,7 @@ def reference_runs(inp: dict, obs: dict) -> list[str]:
 
 
 @hidden("cache_pointer", "cache_probs gives the definition's values on random keys and words")
-def reference_cache(inp: dict, obs: dict) -> list[str]:
+def reference_cache(inp: dict, obs: dict, seed: int) -> list[str]:
     main = obs["main"]
     if failed(main):
         return [f"cache_probs raised {failed(main)}"]
@@ -225,7 +234,7 @@ def judge_part(part: Part, obs: dict | None, seed: int, failure: str | None = No
     for name, (promise, fn) in HIDDEN.get(part.name, {}).items():
         promises[name] = promise
         try:
-            found[name] = list(fn(inp, obs))
+            found[name] = list(fn(inp, obs, seed))
         except Exception as err:  # noqa: BLE001 - malformed observations from the sandbox
             found[name] = [f"your outputs had an unexpected type or structure ({type(err).__name__}: {err})"]
     checks = [Check(name, promises[name], float(part.weights[name]), found[name]) for name in part.weights]
