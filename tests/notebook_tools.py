@@ -51,12 +51,16 @@ def copy_tree(src: Path, dest: Path) -> None:
     shutil.copytree(src, dest, dirs_exist_ok=True)
 
 
-def fill_with_reference(path: Path) -> None:
+SOLUTION_DELIMITER = re.compile(r"^[ \t]*#+ ?(BEGIN|END) SOLUTION[ \t]*\n?", re.M)
+
+
+def fill_with_reference(path: Path, delimiters: bool = True) -> None:
     """Every graded (solution) cell of a released notebook gets the reference answer from ``solutions/``: what a
-    student who got everything right submits."""
+    student who got everything right submits. ``delimiters=False`` leaves out the ``### BEGIN/END SOLUTION``
+    lines, which a student's answer would not have (a written answer shows them as headings)."""
     reference = nbformat.read(str(SOLUTIONS / Path(path).name), as_version=4)
-    answers = {c.metadata["nbgrader"]["grade_id"]: c.source for c in reference.cells
-               if c.metadata.get("nbgrader", {}).get("solution")}
+    answers = {c.metadata["nbgrader"]["grade_id"]: c.source if delimiters else SOLUTION_DELIMITER.sub("", c.source)
+               for c in reference.cells if c.metadata.get("nbgrader", {}).get("solution")}
     nb = nbformat.read(str(path), as_version=4)
     for cell in nb.cells:
         meta = cell.metadata.get("nbgrader", {})

@@ -6,6 +6,11 @@ server runs as the student's Unix user and sees only ``hw4lib/`` of the clone, n
 server, students have no formgrader, and the instructor generates and releases hw4 through the formgrader API
 so that a student fetches and submits it through the assignment list's API and the exchange.
 
+In headless Chromium, the whole grading cycle on that one submission: the instructor collects it in the
+formgrader, the course's sandboxed grader grades it, the formgrader's autograde records the verdicts, the
+instructor grades a written answer by hand in the formgrader and releases feedback, and the student fetches and
+reads it in the assignment list. Screenshots of each step go to ``test-artifacts/hub/``.
+
 The Unix users ``awd-*`` are the deployment's own demo accounts (created if missing, kept afterwards); the
 test removes what it put in their homes.
 """
@@ -16,21 +21,30 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests  # a dependency of jupyterhub
 
+from deploy import course_setup
 from tests.fixtures.hub import Hub, environ_of, login, running_hub, tagged_processes
-from tests.notebook_tools import REPO
-from tests.test_browser import CHROMIUM, LAUNCH_ARGS
+from tests.notebook_tools import REPO, fill_with_reference
+from tests.test_browser import ARTIFACTS, CHROMIUM, LAUNCH_ARGS
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="the hub needs root: PAM reads /etc/shadow, and servers run as the users")
 
 COURSE_ID = "awd-course"
 STUDENT, OTHER, INSTRUCTOR = "awd-alice", "awd-bob", "awd-instructor"
+SHOTS = ARTIFACTS / "hub"
+# The written answer graded by hand in the browser (tests/test_repository.py: 1 point, graded by hand).
+WRITTEN_NOTEBOOK, WRITTEN_ANSWER = "01_data_loader", "q1_1"
+MANUAL_SCORE = 0.5  # not the full point: the total must rise by what was typed, not by the cell's maximum
+MANUAL_COMMENT = "Right: only the gradient is cut short. Say also why drawn lengths give every token a long reach."
 
 
 def _cleanup_homes() -> None:
@@ -177,34 +191,116 @@ def test_instructor_formgrader_answers(hub, instructor):
     assert "hw4" in {a["name"] for a in assignments}, assignments
 
 
-def test_release_fetch_submit_through_the_exchange(hub, alice, released):
+@pytest.fixture(scope="module")
+def submitted(hub, alice, released, trained_model) -> Path:
+    """alice fetches hw4 through the assignment list's API, fills it with the reference answers and a trained
+    ``model.pt``, and submits it: a submission that earns every autograded point. Returns her fetched folder."""
+    url = f"{hub.base}/user/{STUDENT}/assignments"
+    listed = alice.get(url, params={"course_id": COURSE_ID}, timeout=60).json()
+    assert {(a["assignment_id"], a["status"]) for a in listed["value"]} >= {("hw4", "released")}, listed
+    headers = server_xsrf(alice, STUDENT)
+
+    def assignment_list(action: str) -> None:
+        result = alice.post(f"{url}/{action}", headers=headers, timeout=120,
+                            data={"course_id": COURSE_ID, "assignment_id": "hw4"})
+        assert result.status_code == 200 and result.json()["success"], (action, result.text[:2000])
+
+    assignment_list("fetch")
+    fetched = Path("/home") / STUDENT / "hw4"
+    for notebook in sorted(fetched.glob("*.ipynb")):
+        fill_with_reference(notebook, delimiters=False)
+    shutil.copy2(trained_model, fetched / "model.pt")
+    course_setup.chown_tree(fetched, STUDENT)  # written here as root: hers again, as if she had done the work
+    assignment_list("submit")
+    return fetched
+
+
+def test_release_fetch_submit_through_the_exchange(hub, released, submitted):
     import pwd
 
     uid = pwd.getpwnam(STUDENT).pw_uid
     assert sorted((released / "outbound" / "hw4").glob("*.ipynb")), "release put no notebook in the exchange"
     inbound = released / "inbound"
     assert os.stat(inbound).st_mode & 0o777 == 0o733, "inbound must be writable but not listable by students"
-    url = f"{hub.base}/user/{STUDENT}/assignments"
-    listed = alice.get(url, params={"course_id": COURSE_ID}, timeout=60).json()
-    assert {(a["assignment_id"], a["status"]) for a in listed["value"]} >= {("hw4", "released")}, listed
-    headers = server_xsrf(alice, STUDENT)
-    for action in ("fetch", "submit"):
-        result = alice.post(f"{url}/{action}", headers=headers, timeout=120,
-                            data={"course_id": COURSE_ID, "assignment_id": "hw4"})
-        assert result.status_code == 200 and result.json()["success"], (action, result.text[:2000])
-    fetched = Path("/home") / STUDENT / "hw4"
+    fetched = submitted
     assert fetched.is_dir() and fetched.stat().st_uid == uid
     assert sorted(p.name for p in fetched.glob("*.ipynb")) == sorted(
         p.name for p in (released / "outbound" / "hw4").glob("*.ipynb"))
     submissions = [p for p in inbound.iterdir() if p.name.startswith(f"{STUDENT}+hw4+")]
     assert len(submissions) == 1 and submissions[0].stat().st_uid == uid
+    assert {p.name for p in submissions[0].iterdir()} >= {"model.pt", f"{WRITTEN_NOTEBOOK}.ipynb"}
+
+
+def server_environment(hub: Hub, user: str) -> dict[str, str]:
+    """The environment of ``user``'s single-user server without its hub credentials (they would show on a
+    command line)."""
+    return {k: v for k, v in environ_of(server_pid(hub, user)).items() if not k.startswith(("JUPYTERHUB_", "JPY_"))}
+
+
+def run_in_server(hub: Hub, user: str, argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``argv`` as ``user``, in the mount namespace and with the environment of that user's server: what a
+    terminal in the user's JupyterLab runs. A plain ``runuser`` from the host could not start the hub's
+    interpreter when it lives where only the servers' view exposes it (a pyenv Python under /root)."""
+    env = server_environment(hub, user)
+    cmd = ["nsenter", f"--target={server_pid(hub, user)}", "--mount", f"--wd={cwd}", "--",
+           "runuser", "-u", user, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()), *argv]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, f"as {user}: {' '.join(argv)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def grade_collected(hub: Hub, config: Path) -> dict[str, dict[str, Any]]:
+    """The course's sandboxed grader on what the formgrader collected, as tests/test_exchange_e2e.py runs it:
+    as the instructor when bubblewrap works for that user here, else as root (docs/deploy.md). Its verdicts land
+    where the course's nbgrader config reads them (deploy/hub/accounts.py); returns alice's, by part."""
+    root = hub.course_root
+    copy = root / "grading_config.toml"  # the instructor's own folder: the fixture's is under pytest's 0700 root
+    shutil.copy2(config, copy)
+    shutil.chown(copy, INSTRUCTOR)
+    grade = [sys.executable, "-m", "autograder", "grade", "--submissions", str(root / "submitted"),
+             "--out", str(root / "grading"), "--config", str(copy), "--workers", "2", "--seed", "11"]
+    sandboxed_as_instructor, why = course_setup.sandbox_works_as(INSTRUCTOR)
+    if sandboxed_as_instructor:
+        run_in_server(hub, INSTRUCTOR, grade, root)
+    else:
+        env = {**server_environment(hub, INSTRUCTOR), "HOME": "/root", "USER": "root"}
+        result = subprocess.run(grade, env=env, cwd=root, capture_output=True, text=True)
+        assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        course_setup.chown_tree(root / "grading", INSTRUCTOR)
+    print(f"graded as {'the instructor' if sandboxed_as_instructor else 'root'}: {why}")
+    return json.loads((root / course_setup.VERDICTS / f"{STUDENT}.json").read_text())
+
+
+def confirm(frame: Any, message: str, timeout_ms: int = 180_000) -> None:
+    """The formgrader's dialog after one of its buttons: fails with nbgrader's log when it reports an error,
+    else checks its message and closes it."""
+    from playwright.sync_api import expect
+
+    dialog = frame.locator("#success-modal, #error-modal")
+    expect(dialog).to_be_visible(timeout=timeout_ms)
+    text = dialog.inner_text()
+    assert dialog.get_attribute("id") == "success-modal" and message in text, text[-3000:]
+    dialog.get_by_role("button", name="OK").click()
+    expect(dialog).to_have_count(0)
 
 
 @pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium at /usr/bin/chromium")
-def test_browser_formgrader_and_assignment_list(hub, released, tmp_path):
-    """Item 3: the hub's login page, the instructor's formgrader and a student's assignment list in Chromium."""
+def test_browser_formgrader_and_assignment_list(hub, instructor, submitted, grading_config):
+    """Item 3 in Chromium: the hub's login page; the instructor collects alice's hw4 in the formgrader, the
+    sandboxed grader grades it, the formgrader's autograde records it, the instructor grades a written answer by
+    hand and releases feedback; alice fetches and reads it in her assignment list."""
     from playwright.sync_api import expect, sync_playwright
+
+    api = f"{hub.base}/user/{INSTRUCTOR}/formgrader/api"
+    started = time.monotonic()
+
+    def step(done: str) -> None:
+        print(f"{time.monotonic() - started:6.1f} s  {done}")  # pytest -s shows where the time goes
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for old in SHOTS.glob("*.png"):  # a size check below must not pass on a previous run's file
+        old.unlink()
 
     def sign_in(page, user: str) -> None:
         page.goto(f"{hub.base}/hub/login")
@@ -218,35 +314,140 @@ def test_browser_formgrader_and_assignment_list(hub, released, tmp_path):
         page.get_by_role("menuitem", name="Nbgrader", exact=True).click()
         page.get_by_role("menuitem", name=item, exact=True).click()
 
+    def new_page(browser):
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        # The formgrader's and the feedback's pages load MathJax from a CDN: unreachable here, reachable in CI,
+        # and once loaded it moves the focus to the first score input. Refused everywhere: the same pages here
+        # and in CI, and no focus taken from an input being typed in.
+        context.route(re.compile(r"^https?://(?!127\.0\.0\.1[:/])"), lambda route: route.abort())
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        return page
+
+    def gradebook(path: str, **params: str) -> Any:
+        response = instructor.get(f"{api}/{path}", params=params, timeout=30)
+        assert response.status_code == 200, (path, response.status_code, response.text[:500])
+        return response.json()
+
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
         try:
-            teacher = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
-            teacher.set_default_timeout(60_000)
-            student = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
-            student.set_default_timeout(60_000)
+            teacher, student = new_page(browser), new_page(browser)
             try:
+                # The instructor: Nbgrader -> Formgrader -> Manage Assignments -> hw4's Collect button.
                 sign_in(teacher, INSTRUCTOR)
                 open_from_nbgrader_menu(teacher, "Formgrader")
                 formgrader = teacher.frame_locator("iframe[src*='formgrader']")
                 expect(formgrader.get_by_text("Manage Assignments").first).to_be_visible()
                 expect(formgrader.locator("#main-table").get_by_text("hw4", exact=True)).to_be_visible()
-                teacher.screenshot(path=str(tmp_path / "instructor_formgrader.png"))
+                hw4 = formgrader.locator("#main-table tr", has=formgrader.get_by_text("hw4", exact=True))
+                hw4.locator(".collect a").click()
+                confirm(formgrader, "Successfully collected submissions of 'hw4'.")
+                expect(hw4.locator(".num-submissions")).to_have_text("1")
+                teacher.screenshot(path=str(SHOTS / "01_formgrader_assignments.png"))
+                step("collected in the formgrader")
 
+                # The grader is a command, not a formgrader button (docs/deploy.md): run where the
+                # instructor's terminal would run it. Then Manage Submissions -> alice's Autograde button.
+                verdicts = grade_collected(hub, grading_config["path"])
+                assert all(v["score"] == v["points"] for v in verdicts.values()), verdicts  # the reference
+                step("graded by the sandboxed grader")
+                hw4.locator(".num-submissions a").click()
+                alice_row = formgrader.locator("#main-table tr", has_text=STUDENT)
+                alice_row.locator(".autograde a").click()
+                confirm(formgrader, f"Successfully autograded 'hw4' for student '{STUDENT}'.")
+                expect(alice_row.locator(".status")).to_have_text("needs manual grading")
+                step("autograded in the formgrader")
+                assert not (hub.course_root / "verdicts").exists(), "autograde graded again instead of recording"
+                before = gradebook(f"submission/hw4/{STUDENT}")
+                assert before["autograded"] and before["needs_manual_grade"], before
+                # Every autograded point is the sandboxed grader's; no written answer has a score yet.
+                assert before["score"] == pytest.approx(sum(v["score"] for v in verdicts.values())), before
+
+                # alice's submission -> the stage-1 notebook: the part's verdict, then the written answer.
+                alice_row.locator(".student-name a").click()
+                notebook_row = formgrader.locator("#main-table tr", has_text=WRITTEN_NOTEBOOK)
+                notebook_row.locator(".name a").click()
+                part = next(v for v in verdicts.values() if v["notebook"] == f"{WRITTEN_NOTEBOOK}.ipynb")
+                part_line = f"{part['part']}: {part['score']:g} / {part['points']:g} points"
+                verdict_output = formgrader.get_by_text(part_line).first
+                expect(verdict_output).to_be_visible()
+                expect(formgrader.locator(f"input.score#test_{part['part']}")).to_have_attribute(
+                    "placeholder", f"{part['score']:g}")  # the recorded auto score
+                score = formgrader.locator(f"input.score#{WRITTEN_ANSWER}")
+                expect(score).to_have_class(re.compile(r"\bneeds_manual_grade\b"))
+                verdict_output.scroll_into_view_if_needed()
+                teacher.screenshot(path=str(SHOTS / "02_submission_scores.png"))
+
+                def saved(kind: str):
+                    return teacher.expect_response(
+                        lambda r: f"/formgrader/api/{kind}/" in r.url and r.request.method == "PUT")
+
+                comment = formgrader.locator(f"textarea#{WRITTEN_ANSWER}-comment")
+                comment.scroll_into_view_if_needed()
+                with saved("grade") as grade_put:  # the formgrader saves an input when it loses the focus
+                    score.fill(f"{MANUAL_SCORE:g}")
+                    score.blur()
+                with saved("comment") as comment_put:
+                    comment.fill(MANUAL_COMMENT)
+                    comment.blur()
+                assert grade_put.value.ok and comment_put.value.ok
+                expect(score).not_to_have_class(re.compile(r"\bneeds_manual_grade\b"))
+                teacher.screenshot(path=str(SHOTS / "03_manual_grade.png"))
+
+                # The gradebook holds what was typed, and the total rose by exactly the manual score.
+                notebook_id = next(n["id"] for n in gradebook(f"student_notebook_submissions/{STUDENT}/hw4")
+                                   if n["name"] == WRITTEN_NOTEBOOK)
+                grades = {g["name"]: g for g in gradebook("grades", submission_id=notebook_id)}
+                comments = {c["name"]: c for c in gradebook("comments", submission_id=notebook_id)}
+                assert grades[WRITTEN_ANSWER]["manual_score"] == MANUAL_SCORE, grades[WRITTEN_ANSWER]
+                assert not grades[WRITTEN_ANSWER]["needs_manual_grade"], grades[WRITTEN_ANSWER]
+                assert grades[f"test_{part['part']}"]["auto_score"] == part["score"], grades
+                assert comments[WRITTEN_ANSWER]["manual_comment"] == MANUAL_COMMENT, comments[WRITTEN_ANSWER]
+                after = gradebook(f"submission/hw4/{STUDENT}")
+                assert after["score"] == pytest.approx(before["score"] + MANUAL_SCORE), (before, after)
+                step("graded by hand in the formgrader")
+
+                # Back to Manage Assignments: hw4's Generate Feedback and Release Feedback buttons.
+                formgrader.get_by_role("link", name="Manual Grading").click()
+                formgrader.get_by_role("link", name="Manage Assignments").click()
+                hw4.locator(".generate-feedback a").click()
+                confirm(formgrader, "Successfully generated feedback of 'hw4'.")
+                hw4.locator(".release-feedback a").click()
+                confirm(formgrader, "Successfully released feedback of 'hw4'.")
+                step("feedback generated and released in the formgrader")
+
+                # alice: Nbgrader -> Assignment List -> Fetch Feedback -> (view feedback) -> the notebook's page.
                 sign_in(student, STUDENT)
                 expect(student.get_by_role("menuitem", name="Nbgrader", exact=True)).to_be_visible()
                 open_from_nbgrader_menu(student, "Assignment List")
                 assignments = student.locator(".jp-MainAreaWidget", has_text="Released assignments")
                 expect(assignments.get_by_text(COURSE_ID).first).to_be_visible()
                 expect(assignments.get_by_text("hw4").first).to_be_visible()
-                student.screenshot(path=str(tmp_path / "student_assignment_list.png"))
+                assignments.get_by_role("button", name="Fetch Feedback").click()
+                view_feedback = assignments.get_by_text("(view feedback)")
+                expect(view_feedback).to_be_visible(timeout=120_000)
+                view_feedback.click()  # the file browser goes to hw4/feedback/<timestamp>/
+                student.locator(".jp-DirListing-item", has_text=f"{WRITTEN_NOTEBOOK}.html").dblclick()
+                feedback = student.frame_locator(".jp-HTMLViewer iframe")
+                expect(feedback.get_by_text(part_line).first).to_be_visible()
+                expect(feedback.get_by_text(f"Written response (Score: {MANUAL_SCORE:g} / 1.0)")).to_be_visible()
+                expect(feedback.get_by_text(MANUAL_COMMENT)).to_be_visible()
+                student.screenshot(path=str(SHOTS / "04_student_feedback.png"))
+                feedback.get_by_text(MANUAL_COMMENT).scroll_into_view_if_needed()
+                student.screenshot(path=str(SHOTS / "05_student_feedback_comment.png"))
+                student.get_by_role("tab", name="Assignments", exact=True).click()
+                expect(view_feedback).to_be_visible()
+                student.screenshot(path=str(SHOTS / "06_student_assignment_list.png"))
                 student.get_by_role("menuitem", name="Nbgrader", exact=True).click()
                 expect(student.get_by_role("menuitem", name="Formgrader", exact=True)).to_have_count(0)
+                step("feedback fetched and read in the assignment list")
             except Exception:
-                teacher.screenshot(path=str(tmp_path / "instructor_failure.png"))
-                student.screenshot(path=str(tmp_path / "student_failure.png"))
+                teacher.screenshot(path=str(SHOTS / "failure_instructor.png"))
+                student.screenshot(path=str(SHOTS / "failure_student.png"))
                 raise
         finally:
             browser.close()
-    for shot in ("instructor_formgrader.png", "student_assignment_list.png"):
-        assert (tmp_path / shot).stat().st_size > 10_000
+    for shot in ("01_formgrader_assignments", "02_submission_scores", "03_manual_grade", "04_student_feedback",
+                 "05_student_feedback_comment", "06_student_assignment_list"):
+        assert (SHOTS / f"{shot}.png").stat().st_size > 10_000

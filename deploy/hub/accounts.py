@@ -83,12 +83,17 @@ def ensure_course_root(root: Path, owner: Account, exchange: Path) -> Path:
     """The instructor's nbgrader course (``autograder.course.make_course``), owned by the instructor.
 
     Its config is the course's own (course id, gradebook, the sandboxed grader's preprocessors) with the shared
-    exchange instead of the course-local one, so ``release_assignment`` reaches the students.
+    exchange instead of the course-local one, so ``release_assignment`` reaches the students, and the verdicts
+    read from where ``python -m autograder grade --out grading`` (run in the course root) leaves them, as
+    ``deploy/course_setup.py`` does: otherwise the formgrader's autograde would not find them and would grade
+    every submission again, with the default grading config.
     """
     from autograder.course import make_course
+    from deploy.course_setup import VERDICTS
 
     root = Path(root)
-    make_course(root, extra_config=f"c.Exchange.root = {str(exchange)!r}\n")
+    make_course(root, extra_config=f"c.Exchange.root = {str(exchange)!r}\n"
+                                   f"c.InjectVerdicts.verdicts_dir = {str(root.resolve() / VERDICTS)!r}\n")
     for dirpath, _dirnames, filenames in os.walk(root):
         os.chown(dirpath, owner.uid, owner.gid)
         for name in filenames:

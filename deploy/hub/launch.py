@@ -32,6 +32,9 @@ COURSE_ID = "awd-course"
 STUDENT_OFF = ("formgrader", "course_list")
 LAB_STUDENT_OFF = ("formgrader", "course-list", "create-assignment")
 SERVER_EXTENSIONS = ("formgrader", "assignment_list", "course_list", "validate_assignment")
+# Defaults of JupyterLab's settings for every server (each user may still change them): no pop-up asking each
+# user whether to fetch Jupyter's news from the internet, which also covered part of the formgrader's pages.
+LAB_DEFAULTS = {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}}
 
 
 def free_port() -> int:
@@ -45,7 +48,8 @@ def write_role_configs(root: Path, exchange: Path, course_root: Path, ngshare_ur
 
     The same settings nbgrader documents per user (``jupyter server extension disable --user …`` writes
     ``jpserver_extensions``; ``jupyter labextension disable --level=user …`` writes ``disabledExtensions`` in
-    ``labconfig/page_config.json``), kept in one root-owned place instead of in every home.
+    ``labconfig/page_config.json``), kept in one root-owned place instead of in every home; and
+    ``labconfig/default_setting_overrides.json``, JupyterLab's defaults for the settings in ``LAB_DEFAULTS``.
     """
     for role in ("student", "instructor"):
         folder = root / role
@@ -62,6 +66,7 @@ def write_role_configs(root: Path, exchange: Path, course_root: Path, ngshare_ur
         (folder / "jupyter_server_config.json").write_text(json.dumps({"ServerApp": server}, indent=2))
         (folder / "labconfig" / "page_config.json").write_text(
             json.dumps({"disabledExtensions": {f"@jupyter/nbgrader:{name}": True for name in lab_off}}, indent=2))
+        (folder / "labconfig" / "default_setting_overrides.json").write_text(json.dumps(LAB_DEFAULTS, indent=2))
         lines = ["c = get_config()  # noqa: F821",
                  f"c.CourseDirectory.course_id = {COURSE_ID!r}",
                  f"c.Exchange.root = {str(exchange)!r}"]
