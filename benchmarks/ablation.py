@@ -44,12 +44,6 @@ from hw4lib.components import load_components  # noqa: E402
 from hw4lib.training import train  # noqa: E402
 
 
-def done_rows(path: Path, minutes: float) -> set[str]:
-    if not path.is_file():
-        return set()
-    return {r["row"] for r in read_runs(path) if r["minutes"] == minutes}
-
-
 def add_sitting_column(path: Path) -> None:
     """Files from before sittings were recorded get the column, empty (their rows are one sitting)."""
     with open(path, newline="") as fh:
@@ -61,11 +55,6 @@ def add_sitting_column(path: Path) -> None:
         writer = csv.DictWriter(fh, fieldnames=FIELDS)
         writer.writeheader()
         writer.writerows({**r, "sitting": ""} for r in rows)
-
-
-def has_full(path: Path, minutes: float, dataset: str, sitting: str) -> bool:
-    return path.is_file() and any(r["row"] == "full" and r["minutes"] == minutes and r["dataset"] == dataset
-                                  and r["sitting"] == sitting for r in read_runs(path))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,13 +70,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="a label for runs that compare with each other (default: this invocation's start)")
     args = parser.parse_args(argv)
     components = load_components("solutions")
-    skip = set() if args.again else done_rows(args.csv, args.minutes)
+    measured = [r for r in read_runs(args.csv) if r["minutes"] == args.minutes] if args.csv.is_file() else []
+    skip = set() if args.again else {r["row"] for r in measured}
     rows = [name for name in dict.fromkeys(args.rows) if name not in skip]
     for name in sorted(set(args.rows) & skip):
         print(f"{name}: already in {args.csv} at {args.minutes} minutes (--again reruns it)")
-    if rows and "full" not in rows and not has_full(args.csv, args.minutes, args.dataset, args.sitting):
+    has_full = any(r["row"] == "full" and r["dataset"] == args.dataset and r["sitting"] == args.sitting
+                   for r in measured)
+    if rows and "full" not in rows and not has_full:
         print(f"sitting {args.sitting} has no full row at {args.minutes:g} minutes: measuring it first")
         rows.insert(0, "full")
+    if args.csv.is_file():
+        add_sitting_column(args.csv)  # before the first append: older files lack the column
     for name in rows:
         config = config_for(name, args.minutes, args.dataset, max_train_tokens=args.max_train_tokens)
         metrics = train(config, components, args.out / f"{name}-{args.minutes:g}min", resume=False,
@@ -99,8 +93,6 @@ def main(argv: list[str] | None = None) -> int:
                 "sitting": args.sitting}
         new = not args.csv.is_file()
         args.csv.parent.mkdir(parents=True, exist_ok=True)
-        if not new:
-            add_sitting_column(args.csv)
         with open(args.csv, "a", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=FIELDS)
             if new:

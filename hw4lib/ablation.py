@@ -7,7 +7,7 @@ budget (Δ); :func:`compare` puts our Δ beside the paper's (PTB validation) and
 
 Each row is compared with the ``full`` row of its own *sitting* (one run of the runner, or several back to back):
 the host's speed is not constant even when the machine is idle (the same ``full`` row made 3,053 tokens/s at 04:22
-and 4,128-plus tokens/s three hours later on 2026-12-01), and at a wall-clock budget speed is perplexity. So the
+UTC and 4,811 tokens/s at 08:01 UTC on 2026-12-01), and at a wall-clock budget speed is perplexity. So the
 runner measures ``full`` first in every sitting that has none.
 
 Fine-tuning (the paper's "– fine-tuning" row) is a separate phase after training (``hw4lib/finetune.py``), not
