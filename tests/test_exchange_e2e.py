@@ -35,7 +35,7 @@ import requests  # a dependency of jupyterhub
 from autograder import course
 from autograder.config import load as load_config
 from autograder.grade import gradebook_rows
-from tests.fixtures.hub import Hub, api_token, running_hub, server_env
+from tests.fixtures.hub import Hub, api_token, grade_collected, running_hub, server_env
 from tests.fixtures.mistakes import MISTAKES
 from tests.notebook_tools import fill_with_reference
 
@@ -227,19 +227,8 @@ def test_exchange_cycle_with_real_users(deployment, tmp_path, trained_model, gra
     nbgrader(INSTRUCTOR, "collect", course.ASSIGNMENT, cwd=roster.course)
     submitted = roster.course / "submitted"
     assert sorted(p.name for p in submitted.iterdir()) == sorted(STUDENTS)
-    config_copy = roster.code / "grading_config.toml"
-    shutil.copy2(grading_config["path"], config_copy)
-    shutil.chown(config_copy, INSTRUCTOR)
-    grade = ["-m", "autograder", "grade", "--submissions", str(submitted), "--out", str(roster.course / "grading"),
-             "--config", str(config_copy), "--workers", "2", "--seed", "11"]
-    sandboxed_as_instructor, why = course_setup.sandbox_works_as(INSTRUCTOR)
-    if sandboxed_as_instructor:
-        run(INSTRUCTOR, *grade, cwd=roster.course)
-    else:
-        env = {**deployment.env(INSTRUCTOR), "HOME": "/root", "USER": "root"}
-        course_setup.run_as("root", [python, *grade], env, roster.course)
-        course_setup.chown_tree(roster.course / "grading", INSTRUCTOR)
-    print(f"graded as {'the instructor' if sandboxed_as_instructor else 'root'}: {why}")
+    grade_collected(roster.course, grading_config["path"], python, deployment.env(INSTRUCTOR),
+                    lambda argv: run(INSTRUCTOR, *argv[1:], cwd=roster.course))
 
     # nbgrader records the verdicts in the instructor's gradebook, then makes and releases feedback.
     nbgrader(INSTRUCTOR, "autograde", course.ASSIGNMENT, "--create", "--force", cwd=roster.course)
@@ -278,7 +267,7 @@ def test_exchange_cycle_with_real_users(deployment, tmp_path, trained_model, gra
         assert not inbound.exists()  # nothing went through the directory
         _ngshare_refuses_other_students(deployment)
 
-    config = load_config(config_copy)
+    config = load_config(grading_config["path"])
     rows = gradebook_rows(roster.course, list(STUDENTS), config, {}, log=pytest.fail)
     got = {(r["student"], r["grade_id"][len("test_"):]): (r["score"], r["max_score"]) for r in rows}
     parts = {p.name: p.points for p in config.parts}

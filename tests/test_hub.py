@@ -31,7 +31,7 @@ import pytest
 import requests  # a dependency of jupyterhub
 
 from deploy import course_setup
-from tests.fixtures.hub import Hub, environ_of, login, running_hub, tagged_processes
+from tests.fixtures.hub import Hub, environ_of, grade_collected, login, running_hub, tagged_processes
 from tests.notebook_tools import REPO, fill_with_reference
 from tests.test_browser import ARTIFACTS, CHROMIUM, LAUNCH_ARGS
 
@@ -249,25 +249,13 @@ def run_in_server(hub: Hub, user: str, argv: list[str], cwd: Path) -> subprocess
     return result
 
 
-def grade_collected(hub: Hub, config: Path) -> dict[str, dict[str, Any]]:
-    """The course's sandboxed grader on what the formgrader collected, as tests/test_exchange_e2e.py runs it:
-    as the instructor when bubblewrap works for that user here, else as root (docs/deploy.md). Its verdicts land
-    where the course's nbgrader config reads them (deploy/hub/accounts.py); returns alice's, by part."""
+def grade_alice(hub: Hub, config: Path) -> dict[str, dict[str, Any]]:
+    """The course's sandboxed grader on what the formgrader collected, the instructor's commands run in a terminal
+    of their server; its verdicts land where the course's nbgrader config reads them (deploy/hub/accounts.py).
+    Returns alice's, by part."""
     root = hub.course_root
-    copy = root / "grading_config.toml"  # the instructor's own folder: the fixture's is under pytest's 0700 root
-    shutil.copy2(config, copy)
-    shutil.chown(copy, INSTRUCTOR)
-    grade = [sys.executable, "-m", "autograder", "grade", "--submissions", str(root / "submitted"),
-             "--out", str(root / "grading"), "--config", str(copy), "--workers", "2", "--seed", "11"]
-    sandboxed_as_instructor, why = course_setup.sandbox_works_as(INSTRUCTOR)
-    if sandboxed_as_instructor:
-        run_in_server(hub, INSTRUCTOR, grade, root)
-    else:
-        env = {**server_environment(hub, INSTRUCTOR), "HOME": "/root", "USER": "root"}
-        result = subprocess.run(grade, env=env, cwd=root, capture_output=True, text=True)
-        assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        course_setup.chown_tree(root / "grading", INSTRUCTOR)
-    print(f"graded as {'the instructor' if sandboxed_as_instructor else 'root'}: {why}")
+    grade_collected(root, config, sys.executable, server_environment(hub, INSTRUCTOR),
+                    lambda argv: run_in_server(hub, INSTRUCTOR, argv, root))
     return json.loads((root / course_setup.VERDICTS / f"{STUDENT}.json").read_text())
 
 
@@ -349,7 +337,7 @@ def test_browser_formgrader_and_assignment_list(hub, instructor, submitted, grad
 
                 # The grader is a command, not a formgrader button (docs/deploy.md): run where the
                 # instructor's terminal would run it. Then Manage Submissions -> alice's Autograde button.
-                verdicts = grade_collected(hub, grading_config["path"])
+                verdicts = grade_alice(hub, grading_config["path"])
                 assert all(v["score"] == v["points"] for v in verdicts.values()), verdicts  # the reference
                 step("graded by the sandboxed grader")
                 hw4.locator(".num-submissions a").click()
