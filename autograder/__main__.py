@@ -28,19 +28,29 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--submissions", type=Path, required=True, help="folder with one sub-folder per student")
     sim.add_argument("--out", type=Path, required=True, help="similarity.csv, similarity.html, code/")
     sim.add_argument("--release", type=Path, default=None, help="released notebooks (boilerplate; default notebooks/)")
+    sub.add_parser("doctor", help="what this machine's sandbox enforces for each submission, and what it cannot")
     prp = sub.add_parser("properties", help="print the markdown table of graded promises and their points")
     prp.add_argument("--config", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.command == "release":
         from autograder.config import load as load_config
 
-        for path in course.release(args.course, args.out, load_config(args.config)):
+        config = load_config(args.config)
+        for path in course.release(args.course, args.out, config):
             print(f"released {path}")
+        print(f"released {course.ship_grading_bar(config)}")
     elif args.command == "properties":
         from autograder.config import load as load_config
         from autograder.judge import properties_table
 
         print(properties_table(load_config(args.config)))
+    elif args.command == "doctor":
+        from autograder.sandbox import doctor
+
+        rows = doctor()
+        for what, ok, how in rows:
+            print(f"{'yes' if ok else 'NO ':3s}  {what}\n     {how}")
+        return 0 if rows[0][1] else 1
     elif args.command == "similarity":
         from autograder.similarity import FLAG_AT, report
 

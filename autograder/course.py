@@ -6,6 +6,7 @@ setup step, and a test can make a private one in a temporary folder.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -164,3 +165,13 @@ def release(root: Path = DEFAULT_ROOT, out: Path = RELEASE_DIR, config: Config |
         shutil.copy2(notebook, out / notebook.name)
         written.append(out / notebook.name)
     return written
+
+
+def ship_grading_bar(config: Config) -> Path:
+    """Writes the perplexity bar the student's library shows (``hw4lib/grading_bar.json``): students, on a hub or
+    in a release without ``autograder/``, see the thresholds their model is graded against."""
+    from hw4lib import checks
+
+    bar = checks.grading_bar(config.path)
+    checks.SHIPPED_BAR.write_text(json.dumps(bar, indent=1, sort_keys=True) + "\n")
+    return checks.SHIPPED_BAR

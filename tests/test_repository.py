@@ -106,3 +106,14 @@ def test_written_answers_are_manually_graded_and_hidden():
             stages.add(stage)
         assert len(ks) <= 3, f"{path.name}: {len(ks)} written answers; keep it to a few short questions per stage"
     assert stages == set(range(8)), f"stages without written answers: {set(range(8)) - stages}"
+
+
+def test_the_student_library_ships_the_grading_bar():
+    """Students without autograder/ (a release, the hub) see the thresholds the grader uses: hw4lib's copy is what
+    `python -m autograder release` writes from autograder/config.toml, and checks.grading_bar() falls back to it."""
+    from autograder.config import DEFAULT_CONFIG
+    from hw4lib import checks
+
+    assert json.loads(checks.SHIPPED_BAR.read_text()) == checks.grading_bar(DEFAULT_CONFIG), (
+        "run `python -m autograder release` to ship the bar of autograder/config.toml")
+    assert checks.grading_bar(REPO / "no-such-config.toml") is None
