@@ -11,6 +11,7 @@ Finally ``generate_feedback`` and a CSV read back from the gradebook.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -25,15 +26,14 @@ from pathlib import Path
 import nbformat
 import torch
 
-from autograder import course, judge, sandbox
+from autograder import course, judge, model_file, results, sandbox, untrusted_files
 from autograder.config import Config
 from autograder.config import load as load_config
-from hw4lib import checkpoint, cpu_runtime
-from hw4lib.errors import HW4Error
+from hw4lib import cpu_runtime
 
-RUNTIME_FILES = ("probe.py",)
+RUNTIME_FILES = ("probe.py", "results.py")
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-MAX_CHECKPOINT_MB = 1024
+MAX_NOTEBOOK_MB = 64
 STARTUP_S = 20.0  # importing torch and loading the notebooks, on top of the first part's budget
 
 
@@ -59,19 +59,31 @@ def submission_folder(submissions: Path, student: str) -> Path:
     return nested if nested.is_dir() and not nested.is_symlink() else folder
 
 
+def graded_notebooks(config: Config) -> list[str]:
+    """Every notebook a graded part loads (judge.STAGES: the model part runs stages 02-04; with the earlier stages
+    as context), by the course's names."""
+    stages = {stage for p in config.parts for stage in (*judge.STAGES[p.name], *judge.context(p.name))}
+    return sorted(p.name for p in judge.SOLUTIONS.glob("*.ipynb") if p.name[:2] in stages)
+
+
 def copy_submission(src: Path, dest: Path, notebooks: list[str]) -> None:
-    """Regular files only (a symlink could point at the gradebook): the notebooks and model.pt."""
+    """Regular files only, within their caps (a symlink could point at the gradebook): the notebooks and model.pt."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in [*notebooks, "model.pt"]:
-        path = src / name
-        if path.is_file() and not path.is_symlink():
-            shutil.copyfile(path, dest / name)
+    for name in notebooks:
+        untrusted_files.copy_regular(src / name, dest / name, MAX_NOTEBOOK_MB * 2**20)
+    untrusted_files.copy_regular(src / "model.pt", dest / "model.pt", model_file.MAX_MB * 2**20)
 
 
 def _death(outcome: sandbox.Outcome, limits: dict, log: Path) -> str:
     """Why the probe process ended without finishing a part, in words a student can act on."""
     if outcome.killed:
         return outcome.killed
+    if outcome.limit_hit == "memory":
+        return (f"your code's processes used more than {limits['memory_mb']} MB of memory together (files in /tmp "
+                "count too); the process was stopped")
+    if outcome.limit_hit == "processes":
+        return (f"your code started more than {sandbox.Limits.from_config(limits).processes} processes or threads; "
+                "the process was stopped")
     code = outcome.returncode or 0
     if code == -signal.SIGXFSZ:
         return f"your code printed more than {limits['file_mb']} MB of output; the process was stopped"
@@ -84,15 +96,16 @@ def _death(outcome: sandbox.Outcome, limits: dict, log: Path) -> str:
     return f"the process exited with code {code} (sys.exit or os._exit in your code?)\n{tail}".strip()
 
 
-def part_watchdog(parts: list[str], out_dir: Path, limits: dict):
+def part_watchdog(parts: list[str], received: dict, limits: dict):
     """Kills the probe when the part it is on has run past its own wall-clock budget.
 
-    The part "on" is the first one without a result file; its clock starts when the previous one finished.
+    The part "on" is the first one without a result in ``received``; its clock starts when the previous one
+    finished.
     """
     state = {"part": None, "since": 0.0, "first": True}
 
     def watchdog(elapsed: float) -> str | None:
-        current = next((p for p in parts if not (out_dir / f"{p}.pt").exists()), None)
+        current = next((p for p in parts if p not in received), None)
         if current != state["part"]:
             state["first"] = state["part"] is None  # the first part also pays for starting Python and torch
             state["part"], state["since"] = current, (0.0 if state["part"] is None else elapsed)
@@ -112,62 +125,50 @@ def probe_submission(sub: Path, work: Path, config: Config, seed: int, runtime: 
                      windows: dict) -> dict[str, tuple[dict | None, str | None]]:
     """Runs the probe until every part has a result or a failure; a part that hangs or crashes costs only itself.
 
-    Returns {part: (observation or None, failure or None)}.
+    The sandbox gets nothing it can write outside itself: the submission and the request (``work/in``) are bound
+    read-only, and results come back through a pipe (``autograder.results``). Returns {part: (observation or None,
+    failure or None)}.
     """
     limits = config.limits
-    io_dir = work / "io"
-    if io_dir.exists():
-        shutil.rmtree(io_dir)
-    (io_dir / "out").mkdir(parents=True)
-    torch.save(windows, io_dir / "consistency.pt")
-    subcopy = work / "sub"
-    if subcopy.exists():
-        shutil.rmtree(subcopy)
-    # Every notebook a graded part loads (judge.STAGES: the model part runs stages 02-04), by the course's names.
-    stages = {stage for p in config.parts for stage in judge.STAGES[p.name]}
-    copy_submission(sub, subcopy, sorted(p.name for p in judge.SOLUTIONS.glob("*.ipynb") if p.name[:2] in stages))
+    in_dir, subcopy = work / "in", work / "sub"
+    for folder in (in_dir, subcopy):
+        if folder.exists():
+            shutil.rmtree(folder)
+    in_dir.mkdir(parents=True)
+    torch.save(windows, in_dir / "consistency.pt")
+    copy_submission(sub, subcopy, graded_notebooks(config))
     remaining = [p.name for p in config.parts]
-    results: dict[str, tuple[dict | None, str | None]] = {}
+    found: dict[str, tuple[dict | None, str | None]] = {}
     launch = 0
     while remaining:
         launch += 1
         request = {"seed": seed, "parts": remaining, "submission": "/sub", "checkpoint": "/sub/model.pt",
-                   "threads": limits["threads"], "stages": judge.STAGES}
-        (io_dir / "request.json").write_text(json.dumps(request))
+                   "threads": limits["threads"], "stages": judge.STAGES,
+                   "context": {p: judge.context(p) for p in judge.STAGES}}
+        (in_dir / "request.json").write_text(json.dumps(request))
         parts_now = list(remaining)
-        watchdog = part_watchdog(parts_now, io_dir / "out", limits)
+        read_end, write_end = os.pipe()
+        receiver = results.Receiver(read_end, parts_now)
         outcome = sandbox.run(
-            [sys.executable, "-m", "autograder.probe", "/io"],
-            ro={"/grader": runtime, "/sub": subcopy}, rw={"/io": io_dir},
-            limits=sandbox.Limits.from_config(limits), log=work / f"probe-{launch}.log", watchdog=watchdog,
+            [sys.executable, "-m", "autograder.probe", "/in", str(write_end)],
+            ro={"/grader": runtime, "/sub": subcopy, "/in": in_dir},
+            limits=sandbox.Limits.from_config(limits), log=work / f"probe-{launch}.log",
+            watchdog=part_watchdog(parts_now, receiver.payloads, limits), pass_fds=(write_end,),
             env={"PYTHONPATH": "/grader"})
+        receiver.finish()
         failed_at = None
         for index, part in enumerate(parts_now):
-            path = io_dir / "out" / f"{part}.pt"
-            if path.exists():
-                results[part] = (judge.load_observation(path), None)
-            else:
+            payload = receiver.payloads.get(part)
+            if payload is None:
                 failed_at = index
-                results[part] = (None, _death(outcome, limits, work / f"probe-{launch}.log"))
+                found[part] = (None, receiver.problem or _death(outcome, limits, work / f"probe-{launch}.log"))
                 break
+            try:
+                found[part] = (results.decode(payload), None)
+            except results.BadObservation as err:
+                found[part] = (None, f"the grader could not use this part's result: {err}")
         remaining = [] if failed_at is None else parts_now[failed_at + 1:]
-    return results
-
-
-def load_checkpoint_for_judge(path: Path) -> tuple[dict | None, str | None]:
-    """The student's checkpoint: a size cap, then weights_only (no code runs). Returns (checkpoint, None) or
-    (None, why it cannot be used)."""
-    if not path.is_file() or path.is_symlink():
-        return None, "there is no model.pt in the submission (save it with hw4lib.checkpoint.save_model)"
-    if path.stat().st_size > MAX_CHECKPOINT_MB * 2**20:
-        return None, f"model.pt is larger than {MAX_CHECKPOINT_MB} MB"
-    try:
-        ckpt = checkpoint.load_checkpoint(path)
-    except HW4Error as err:
-        return None, f"model.pt: {err}".replace(str(path), "model.pt")
-    if not isinstance(ckpt.get("model_config"), dict):
-        return None, "model.pt holds no model_config (save it with hw4lib.checkpoint.save_model)"
-    return ckpt, None
+    return found
 
 
 def grade_student(sub: Path, work: Path, config: Config, seed: int, runtime: Path,
@@ -177,7 +178,7 @@ def grade_student(sub: Path, work: Path, config: Config, seed: int, runtime: Pat
     start = time.monotonic()
     data, bounds = judge.consistency_windows(slices["valid"], config)
     results = probe_submission(sub, work, config, seed, runtime, {"data": data, "bounds": bounds})
-    ckpt, unusable = load_checkpoint_for_judge(sub / "model.pt")
+    ckpt, unusable = model_file.read(work / "sub" / "model.pt")  # the copy the probe ran: one model.pt judged
     measured = judge.measure_perplexity(ckpt, unusable, slices["valid"], slices["test"], config)
     verdicts = []
     for part in config.parts:
@@ -188,9 +189,34 @@ def grade_student(sub: Path, work: Path, config: Config, seed: int, runtime: Pat
             verdicts.append(judge.judge_part(part, obs, seed, failure))
     payload = {"seed": seed, "seconds": round(time.monotonic() - start, 2),
                "perplexity": {"valid": measured.valid, "test": measured.test},
-               "verdicts": {v.part: v.as_dict() for v in verdicts}}
+               "submission": judged_files(work, config), "verdicts": {v.part: v.as_dict() for v in verdicts}}
     (work / "verdicts.json").write_text(json.dumps(payload, indent=1))
     return verdicts
+
+
+def submission_digest(folder: Path, names: list[str]) -> str:
+    """sha256 over the names and contents of the files ``names`` in ``folder`` that the grader would read (regular
+    files within their caps, as ``copy_submission`` copies them); absent or refused files count as absent."""
+    digest = hashlib.sha256()
+    for name in sorted(names):
+        cap = (model_file.MAX_MB if name == "model.pt" else MAX_NOTEBOOK_MB) * 2**20
+        try:
+            content = untrusted_files.read_regular(folder / name, cap)
+        except untrusted_files.Refused:
+            continue
+        digest.update(f"{name}\0{hashlib.sha256(content).hexdigest()}\0".encode())
+    return digest.hexdigest()
+
+
+def judged_files(work: Path, config: Config) -> dict:
+    """What a verdict was judged on: the file names the grader copies and the digest of the copies it judged."""
+    names = [*graded_notebooks(config), "model.pt"]
+    return {"files": names, "sha256": submission_digest(work / "sub", names)}
+
+
+def verdict_record(verdicts: list[judge.Verdict], work: Path, config: Config) -> dict:
+    """The content of ``verdicts/<student>.json``: what was judged and the verdict of every part."""
+    return {"submission": judged_files(work, config), "parts": {v.part: v.as_dict() for v in verdicts}}
 
 
 def grading_slices(config: Config) -> dict[str, torch.Tensor]:
@@ -201,8 +227,9 @@ def grading_slices(config: Config) -> dict[str, torch.Tensor]:
 # --- nbgrader ----------------------------------------------------------------------------------------------
 
 def _readable(path: Path) -> nbformat.NotebookNode | None:
+    """The submitted notebook at ``path`` (a regular file within the cap, valid nbformat), else None."""
     try:
-        nb = nbformat.read(str(path), as_version=4)
+        nb = nbformat.reads(untrusted_files.read_regular(path, MAX_NOTEBOOK_MB * 2**20).decode("utf-8"), as_version=4)
         nbformat.validate(nb)
         return nb
     except Exception:
@@ -224,7 +251,7 @@ def place_submission(src: Path, root: Path, student: str, source_dir: Path, rele
     for source_nb in sorted(source_dir.glob("*.ipynb")):
         known = {c.metadata.get("nbgrader", {}).get("grade_id") for c in nbformat.read(str(source_nb), 4).cells}
         path = src / source_nb.name
-        nb = _readable(path) if path.is_file() and not path.is_symlink() else None
+        nb = _readable(path)
         if nb is None:
             nb = nbformat.read(str(release_dir / source_nb.name), as_version=4)
         seen = set()
@@ -243,9 +270,8 @@ def place_submission(src: Path, root: Path, student: str, source_dir: Path, rele
             kept.append(cell)
         nb.cells = kept
         nbformat.write(nb, str(dest / source_nb.name))
-    checkpoint_file = src / "model.pt"
-    if checkpoint_file.is_file() and not checkpoint_file.is_symlink():
-        shutil.copyfile(checkpoint_file, dest / "model.pt")  # nbgrader autograde by hand judges from here
+    # nbgrader autograde by hand judges from here
+    untrusted_files.copy_regular(src / "model.pt", dest / "model.pt", model_file.MAX_MB * 2**20)
 
 
 def gradebook_rows(root: Path, students: list[str], config: Config, verdicts: dict, log=print) -> list[dict]:
@@ -308,13 +334,17 @@ def grade_all(submissions: Path, out: Path, *, config_path: Path | None = None, 
     for bad in [s for s in students if not STUDENT_ID.match(s)]:
         log(f"skipping {bad!r}: not a valid student id")
     students = [s for s in students if STUDENT_ID.match(s)]
-    root = course.make_course(
-        out / "course", notebooks=source, extra_config=f"c.InjectVerdicts.config_path = {str(config.path)!r}",
-        config=config)
+    # InjectVerdicts checks each verdict against the files it was judged on: here, the folder just graded
+    settings = (f"c.InjectVerdicts.config_path = {str(config.path)!r}\n"
+                f"c.InjectVerdicts.submitted_dir = {str(Path(submissions).resolve())!r}")
+    root = course.make_course(out / "course", notebooks=source, extra_config=settings, config=config)
     result = course.nbgrader(root, "generate_assignment", course.ASSIGNMENT, "--force", check=False)
     if result.returncode != 0:
         raise RuntimeError(f"nbgrader generate_assignment failed:\n{result.stdout}\n{result.stderr}")
     runtime = prepare_runtime(out / "work" / "_runtime")
+    groups, how = sandbox.control_groups()
+    log(f"limits per submission: {how}" if groups else
+        f"WARNING: limits per process only ({how}); see `python -m autograder doctor`")
     slices = grading_slices(config)
     workers = workers or int(config.grading.get("workers") or 0) or os.cpu_count() or 1
     torch.set_num_threads(1)
@@ -326,14 +356,15 @@ def grade_all(submissions: Path, out: Path, *, config_path: Path | None = None, 
                                  runtime, slices)
         total = sum(v.score for v in verdicts)
         log(f"{student}: {total:g} / {sum(v.points for v in verdicts):g} ({time.monotonic() - t0:.1f} s)")
-        return student, {v.part: v.as_dict() for v in verdicts}
+        return student, verdict_record(verdicts, out / "work" / student, config)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        verdicts = dict(pool.map(one, students))
+        records = dict(pool.map(one, students))
+    verdicts = {student: record["parts"] for student, record in records.items()}
     verdict_dir = root / "verdicts"
     verdict_dir.mkdir(exist_ok=True)
-    for student, parts in verdicts.items():
-        (verdict_dir / f"{student}.json").write_text(json.dumps(parts))
+    for student, record in records.items():
+        (verdict_dir / f"{student}.json").write_text(json.dumps(record))
         place_submission(submission_folder(submissions, student), root, student, root / "source" / course.ASSIGNMENT,
                          root / "release" / course.ASSIGNMENT)
     result = course.nbgrader(root, "autograde", course.ASSIGNMENT, "--create", "--force", check=False)
@@ -357,12 +388,13 @@ def grade_all(submissions: Path, out: Path, *, config_path: Path | None = None, 
 
 
 def grade_one(submission: Path, work: Path, verdicts_file: Path, config_path: Path | None = None) -> dict:
-    """Verdicts of one submission folder into ``verdicts_file`` (the path nbgrader's own autograde takes)."""
+    """The verdict record of one submission folder, written to ``verdicts_file`` (the path nbgrader's own autograde
+    takes)."""
     config = load_config(config_path)
     runtime = prepare_runtime(Path(work) / "_runtime")
     verdicts = grade_student(Path(submission), Path(work), config, secrets.randbelow(2**31), runtime,
                              grading_slices(config))
-    parts = {v.part: v.as_dict() for v in verdicts}
+    record = verdict_record(verdicts, Path(work), config)
     Path(verdicts_file).parent.mkdir(parents=True, exist_ok=True)
-    Path(verdicts_file).write_text(json.dumps(parts))
-    return parts
+    Path(verdicts_file).write_text(json.dumps(record))
+    return record

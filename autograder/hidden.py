@@ -30,7 +30,7 @@ def verdict(part: str) -> float | None:
             raise HiddenTestsFailed(f"{part}: not judged (grade with `python -m autograder grade`)")
         print(f"The hidden tests of {part!r} run when the notebook is graded.")
         return None
-    entry = json.loads(Path(path).read_text()).get(part)
+    entry = json.loads(Path(path).read_text()).get("parts", {}).get(part)
     if entry is None:
         raise HiddenTestsFailed(f"{part}: no verdict recorded")
     score, points = float(entry["score"]), float(entry["points"])

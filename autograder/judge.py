@@ -14,12 +14,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
 
 import torch
 
+from autograder import model_file
 from autograder.config import Config, Part
-from hw4lib import checkpoint, perplexity
+from hw4lib import perplexity
 from hw4lib.components import REPO_ROOT, load_components
 from hw4lib.errors import HW4Error
 from hw4lib.properties import PARTS
@@ -42,6 +42,13 @@ STAGES = {
     "val_perplexity": ("02", "03", "04"),
     "cache_pointer": ("08",),
 }
+
+
+def context(part: str) -> tuple[str, ...]:
+    """The graded stages before a part's own: the loader takes only their definitions, leniently, so the part's
+    code may use a name an earlier stage defines, as ``checks.load_earlier`` gave it in the student's kernel."""
+    first = min(STAGES[part])
+    return tuple(sorted({s for stages in STAGES.values() for s in stages if s < first}))
 
 
 @dataclass
@@ -272,19 +279,29 @@ class Perplexity:
     error: str | None = None
 
 
+@cache
+def vocabulary_size(dataset: str) -> int:
+    from hw4lib import data as hw4data
+
+    return len(hw4data.load_vocab(dataset))
+
+
 def measure_perplexity(ckpt: dict | None, unusable: str | None, valid: torch.Tensor, test: torch.Tensor,
                        config: Config) -> Perplexity:
     """The reference LanguageModel on the student's weights: perplexity of both slices, and the log-probabilities
-    the student's own model must reproduce on the first windows. ``unusable`` says why there is no checkpoint."""
+    the student's own model must reproduce on the first windows. ``unusable`` says why there is no checkpoint.
+    Nothing is built before ``model_file`` has bounded the checkpoint's settings and checked its shapes."""
     if ckpt is None:
         return Perplexity(error=unusable or "model.pt cannot be read")
-    try:
-        model = checkpoint.build_model(reference("val_perplexity"), ckpt)
-    except (HW4Error, RuntimeError, TypeError, KeyError) as err:
-        return Perplexity(error="the weights in model.pt do not fit the contract's LanguageModel (parameter names "
-                                f"and shapes), so they cannot be scored: {str(err)[:300]}")
-    model.eval()
     cfg = config.perplexity
+    settings, refused = model_file.checked_config(ckpt, vocabulary_size(cfg["dataset"]), int(cfg["max_parameters"]))
+    if refused:
+        return Perplexity(error=f"model.pt cannot be scored: {refused}")
+    try:
+        model = model_file.build(reference("val_perplexity"), ckpt, settings)
+    except HW4Error as err:
+        return Perplexity(error=str(err)[:600])
+    model.eval()
     kw = {"batch_size": int(cfg["batch_size"]), "bptt": int(cfg["bptt"])}
     data, bounds = consistency_windows(valid, config)
     return Perplexity(valid=perplexity.perplexity(model, valid, **kw), test=perplexity.perplexity(model, test, **kw),
@@ -327,17 +344,6 @@ def judge_val_perplexity(part: Part, obs: dict | None, failure: str | None, meas
     v = verdict(part, [check])
     v.score = round(part.points * share, 2)
     return v
-
-
-def load_observation(path: Path) -> dict | None:
-    """A probe output file, loaded without executing anything (weights_only)."""
-    if not path.is_file():
-        return None
-    try:
-        data = torch.load(path, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - anything the sandbox wrote
-        return {"error": f"unreadable probe output ({type(err).__name__})"}
-    return data if isinstance(data, dict) else {"error": "malformed probe output"}
 
 
 def properties_table(config: Config) -> str:

@@ -37,6 +37,10 @@ def outputs_for(verdict: dict | None) -> list:
     return outputs
 
 
+class StaleVerdict(RuntimeError):
+    """A verdict file that does not belong to the submission being autograded."""
+
+
 class InjectVerdicts(NbGraderPreprocessor):
     """Fills every hidden-test cell with the judged verdict of its part."""
 
@@ -44,16 +48,28 @@ class InjectVerdicts(NbGraderPreprocessor):
     config_path = Unicode("", help="Grading config for verdicts computed here (default autograder/config.toml)").tag(
         config=True
     )
+    submitted_dir = Unicode("", help="Folder of <student>/ submissions the verdicts were judged on (default: the "
+                                     "course's submitted/)").tag(config=True)
 
     def _verdicts(self, student: str, assignment: str) -> dict:
-        path = Path(self.verdicts_dir) / f"{student}.json"
-        if not path.is_file():
-            from autograder import grade
+        from autograder import grade
 
+        path = Path(self.verdicts_dir) / f"{student}.json"
+        if self.submitted_dir:
+            submitted = grade.submission_folder(Path(self.submitted_dir), student)
+        else:
             submitted = Path.cwd() / "submitted" / student / assignment
+        if not path.is_file():
             work = Path(self.verdicts_dir).parent / "work" / student
             grade.grade_one(submitted, work, path, self.config_path or None)
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
+        judged = record.get("submission") or {}
+        if grade.submission_digest(submitted, list(judged.get("files", []))) != judged.get("sha256"):
+            raise StaleVerdict(
+                f"{student}: the verdicts in {path} were judged on other files than the submission collected in "
+                f"{submitted} (resubmitted and collected again since grading?). Grade again with "
+                "`python -m autograder grade`, or delete that file to have this command grade the student.")
+        return record["parts"]
 
     def preprocess(self, nb, resources):
         info = resources["nbgrader"]

@@ -276,9 +276,11 @@ def sandbox_works_as(user: str) -> tuple[bool, str]:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return False, "bubblewrap is not installed"
+    # the grader's namespaces and mount flags (autograder/sandbox.py), over a read-only view of this machine
     result = subprocess.run(
-        ["runuser", "-u", user, "--", bwrap, "--unshare-all", "--unshare-user", "--uid", "65534", "--gid",
-         "65534", "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc", "true"],
+        ["runuser", "-u", user, "--", bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--uid",
+         "65534", "--gid", "65534", "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc", "--size",
+         str(2**20), "--tmpfs", "/tmp", "--remount-ro", "/", "true"],
         cwd="/", capture_output=True, text=True)
     if result.returncode == 0:
         return True, "unprivileged user namespaces work"

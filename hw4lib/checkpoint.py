@@ -10,7 +10,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -34,15 +34,29 @@ def safe_load(path: str | Path, what: str = "checkpoint") -> dict:
             f"no {what} at {path}. Train one with `python -m hw4lib train --preset cpu --out RUN_DIR` "
             "(it writes RUN_DIR/model.pt), or pass the right path."
         )
+    return load_bytes(path, str(path), what)
+
+
+def load_bytes(source: str | Path | BinaryIO, name: str, what: str = "model file") -> dict:
+    """:func:`safe_load` of a path or an open binary file (the grader reads a student's file from a descriptor
+    it opened without following links); ``name`` is what the messages call it."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(source, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError) as err:
         raise HW4Error(
-            f"{path} is not a plain weights file that can be loaded safely (weights_only=True refused it: "
-            f"{str(err).splitlines()[0][:200]}). Save it with hw4lib.checkpoint.save_model."
+            f"{name} is not a plain weights file that can be loaded safely (weights_only=True refused it: "
+            f"{str(err).splitlines()[0][:200] if str(err) else type(err).__name__}). Save it with "
+            "hw4lib.checkpoint.save_model."
         ) from err
     if not isinstance(obj, dict):
-        raise HW4Error(f"{path} holds a {type(obj).__name__}, not a {what} dictionary")
+        raise HW4Error(f"{name} holds a {type(obj).__name__}, not a {what} dictionary")
+    return obj
+
+
+def model_file(obj: dict, name: str) -> dict:
+    """``obj`` if it is what :func:`save_model` writes, else an ``HW4Error``."""
+    if obj.get("format") != MODEL_FORMAT or not isinstance(obj.get("state_dict"), dict):
+        raise HW4Error(f"{name} is not a {MODEL_FORMAT} model file (format={str(obj.get('format'))[:40]!r})")
     return obj
 
 
@@ -55,10 +69,7 @@ def save_model(path: str | Path, model: torch.nn.Module, model_config: dict, **m
 
 def load_checkpoint(path: str | Path) -> dict:
     """Reads a ``model.pt`` written by :func:`save_model`, refusing anything else."""
-    ckpt = safe_load(path, "model file")
-    if ckpt.get("format") != MODEL_FORMAT or not isinstance(ckpt.get("state_dict"), dict):
-        raise HW4Error(f"{path} is not a {MODEL_FORMAT} model file (format={ckpt.get('format')!r})")
-    return ckpt
+    return model_file(safe_load(path, "model file"), str(path))
 
 
 def build_model(components: ModuleType, ckpt: dict, device: str | torch.device = "cpu") -> torch.nn.Module:

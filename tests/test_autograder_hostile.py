@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder import course
+from autograder import course, sandbox
 from autograder.config import load as load_config
 from hw4lib import data as hw4data
 from hw4lib.components import REPO_ROOT
@@ -32,6 +32,8 @@ from tests.fixtures.hostile import HOSTILE, build
 from tests.test_repository import written_answers
 
 pytestmark = pytest.mark.slow
+GROUPS, GROUPS_WHY = sandbox.control_groups()
+GRADED = [h for h in HOSTILE if GROUPS or not h.needs_control_groups]
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +47,8 @@ def graded(tmp_path_factory, trained_model, validation_trained_model, grading_co
     valid = hw4data.stream(hw4data.load_split("wikitext2", "valid"))[:GRADED_TOKENS].tolist()
     ctx = {"marker": root / "PWNED", "out": out, "submissions": subs, "repo": REPO_ROOT, "valid_tokens": valid,
            "validation_trained": validation_trained_model}
-    build(subs, reference, ctx)
-    hashes = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (subs / "reference").iterdir()}
+    build(subs, reference, ctx, GRADED)
+    hashes = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in subs.rglob("*") if p.is_file()}
     env = dict(os.environ, HW4_DATA_DIR=str(prepared_data))
     start = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "autograder", "grade", "--submissions", str(subs), "--out",
@@ -64,9 +66,13 @@ def graded(tmp_path_factory, trained_model, validation_trained_model, grading_co
 
 @pytest.mark.parametrize("hostile", HOSTILE, ids=[h.name for h in HOSTILE])
 def test_each_submission_gets_exactly_its_expected_score(graded, hostile):
+    if hostile not in GRADED:
+        pytest.skip(f"no control group for the sandbox here ({GROUPS_WHY}): not graded on this machine")
     rows = [r for r in graded["rows"] if r["student"] == hostile.name]
     config = graded["config"]
     assert sorted(r["grade_id"] for r in rows) == sorted(p.test_id for p in config.parts), rows
+    if hostile.expected is None:  # its own score depends on the machine's speed; nobody else's may
+        return
     verdicts = json.loads((graded["out"] / "work" / hostile.name / "verdicts.json").read_text())["verdicts"]
     for part in config.parts:
         row = next(r for r in rows if r["grade_id"] == part.test_id)
@@ -83,8 +89,8 @@ def test_gradebook_holds_exactly_the_judged_scores(graded):
     db = graded["out"] / "course" / "gradebook.db"
     with Gradebook(f"sqlite:///{db}", course.COURSE_ID) as gb:
         students = {s.id for s in gb.students}
-        assert students == {h.name for h in HOSTILE}
-        for hostile in HOSTILE:
+        assert students == {h.name for h in GRADED}
+        for hostile in GRADED:
             verdicts = json.loads((graded["out"] / "work" / hostile.name / "verdicts.json").read_text())["verdicts"]
             sub = gb.find_submission(course.ASSIGNMENT, hostile.name)
             grades = {g.name: g for nb in sub.notebooks for g in nb.grades}
@@ -105,10 +111,36 @@ def test_nothing_escaped_the_sandbox(graded):
     assert not Path(ctx["marker"]).exists(), Path(ctx["marker"]).read_text()
     db = (graded["out"] / "course" / "gradebook.db").read_bytes()
     assert b"owned" not in db
+    # every submission (the attackers' classmates' included), byte for byte
     for path, digest in graded["hashes"].items():
         assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, f"{path} was modified"
+    assert not [p for p in graded["subs"].rglob("*") if p.is_file() and p not in graded["hashes"]], "new files"
+    # the runtime every student's probe imports is the repository's, byte for byte
+    runtime = graded["out"] / "work" / "_runtime"
+    for path in runtime.rglob("*"):
+        assert not path.is_symlink(), path
+        if path.is_file() and path.relative_to(runtime) != Path("autograder/__init__.py"):  # written by the grader
+            assert path.read_bytes() == (REPO_ROOT / path.relative_to(runtime)).read_bytes(), path
+    # nothing written by an attacker outside its own folders: the marker it writes appears nowhere else
+    attackers = {"request_overwrite", "many_files", "snooping"}
+    for path in [*graded["out"].rglob("*"), *graded["subs"].rglob("*")]:
+        if path.is_symlink():
+            raise AssertionError(f"a link appeared at {path}")
+        if path.is_file() and not attackers & set(path.parts):
+            assert b"hw4-owned" not in path.read_bytes(), path
     snoop = json.loads((graded["out"] / "work" / "snooping" / "verdicts.json").read_text())["verdicts"]
     assert snoop["nt_asgd"]["score"] == 10, snoop["nt_asgd"]["message"]
+
+
+def test_hostile_limits_are_enforced_per_submission(graded):
+    def message(student, part):
+        return json.loads((graded["out"] / "work" / student / "verdicts.json").read_text())["verdicts"][part]["message"]
+
+    assert "not dense" in message("forged_observation", "data_loader")
+    assert "num_layers is 1000" in message("giant_model_config", "val_perplexity")
+    if GROUPS:
+        assert "time limit" in message("fork_bomb", "nt_asgd") or "processes" in message("fork_bomb", "nt_asgd")
+    assert "exited with code 0" in message("link_theft", "data_loader")
 
 
 def test_failures_are_explained_and_contained(graded):
@@ -140,7 +172,7 @@ def test_feedback_shows_verdicts_but_no_hidden_test_code(graded):
         assert "BEGIN HIDDEN TESTS" not in html and "verdict</span><span class=\"p\">(</span><span class=\"s2\">" \
             not in html
         assert "autograder.hidden" not in html or name != "reference"
-    for student in {h.name for h in HOSTILE}:
+    for student in {h.name for h in GRADED}:
         assert (graded["out"] / "feedback" / student / "07_train_generate.html").is_file()
 
 
@@ -175,8 +207,27 @@ def test_nbgrader_autograde_by_hand_judges_in_the_sandbox_too(graded, prepared_d
     result = course.nbgrader(root, "autograde", course.ASSIGNMENT, "--student", "monkeypatch_checks", "--force",
                              check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert json.loads(verdicts.read_text())["locked_dropout"]["score"] == 6.0  # judged afresh, not reused
+    assert json.loads(verdicts.read_text())["parts"]["locked_dropout"]["score"] == 6.0  # judged afresh, not reused
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}", course.COURSE_ID) as gb:
         patched = gb.find_submission(course.ASSIGNMENT, "monkeypatch_checks")
         assert patched.score == pytest.approx(95)
         assert gb.find_submission(course.ASSIGNMENT, "reference").score == pytest.approx(100)  # untouched
+
+
+def test_a_stale_verdict_is_refused_naming_the_student(graded, prepared_data):
+    """A student resubmits after grading: autograde must not record the verdict of the files it replaced.
+    Runs after every other test of this module: it changes one submission, then puts it back."""
+    root, student = graded["out"] / "course", "nested_userns"
+    notebook = graded["subs"] / student / "04_model.ipynb"
+    original = notebook.read_bytes()
+    os.environ["HW4_DATA_DIR"] = str(prepared_data)
+    try:
+        notebook.write_bytes(original.replace(b"class LanguageModel", b"class  LanguageModel", 1))
+        result = course.nbgrader(root, "autograde", course.ASSIGNMENT, "--student", student, "--force", check=False)
+        said = result.stdout + result.stderr
+        assert "judged on other files" in said and student in said, said[-3000:]
+        assert not (root / "autograded" / student / course.ASSIGNMENT / "04_model.ipynb").exists()
+    finally:
+        notebook.write_bytes(original)
+    result = course.nbgrader(root, "autograde", course.ASSIGNMENT, "--student", student, "--force", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr  # the files it was judged on: accepted again

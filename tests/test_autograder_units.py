@@ -39,7 +39,8 @@ def test_a_cell_without_verdict_scores_zero():
 
 def _write_verdicts(tmp_path: Path, score: float) -> Path:
     path = tmp_path / "verdicts.json"
-    path.write_text(json.dumps({"x": {"part": "x", "score": score, "points": 8.0, "message": "m"}}))
+    verdict = {"part": "x", "score": score, "points": 8.0, "message": "m"}
+    path.write_text(json.dumps({"submission": {}, "parts": {"x": verdict}}))
     return path
 
 
@@ -127,3 +128,101 @@ def test_docs_show_the_graded_properties_as_generated():
     text = (REPO_ROOT / "docs" / "grading.md").read_text()
     shown = text.split("<!-- properties table: python -m autograder properties -->\n")[1].split("\n<!-- end")[0]
     assert shown.strip() == properties_table(load_config()).strip(), "regenerate the table in docs/grading.md"
+
+
+needs_groups = pytest.mark.skipif(not sandbox.control_groups()[0],
+                                  reason=f"no control group for the sandbox here: {sandbox.control_groups()[1]}")
+
+
+@needs_groups
+def test_a_submission_gets_a_bounded_number_of_processes(tmp_path):
+    code = """
+import os, time
+made = 0
+for _ in range(200):
+    try:
+        if os.fork() == 0:
+            time.sleep(30)
+            os._exit(0)
+        made += 1
+    except OSError:
+        break
+print("forked", made, flush=True)
+"""
+    outcome, log = _run(tmp_path, code, limits=sandbox.Limits(cpu_s=20, memory_mb=1024, file_mb=1, processes=16))
+    assert outcome.limit_hit == "processes", (outcome, log)
+    assert int(log.split("forked")[1].split()[0]) < 16
+    assert outcome.seconds < 15  # the sleeping children died with their group
+
+
+@needs_groups
+def test_a_submission_gets_a_bounded_memory_for_all_its_processes(tmp_path):
+    code = """
+import os, time
+for _ in range(3):
+    if os.fork() == 0:
+        block = bytearray(300 * 2**20)  # each under the per-process limit; 900 MB together
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        time.sleep(5)
+        os._exit(0)
+for _ in range(3):
+    os.wait()
+"""
+    outcome, log = _run(tmp_path, code, limits=sandbox.Limits(cpu_s=20, memory_mb=512, file_mb=1))
+    assert outcome.limit_hit == "memory", (outcome, log)
+
+
+@needs_groups
+def test_a_submission_gets_its_cores_however_many_threads_it_starts(tmp_path):
+    code = """
+import os, time
+start = time.monotonic()
+for _ in range(4):
+    if os.fork() == 0:
+        while time.monotonic() - start < 2:
+            pass
+        os._exit(0)
+for _ in range(4):
+    os.wait()
+t = os.times()
+print("cpu", t.children_user + t.children_system, "wall", time.monotonic() - start, flush=True)
+"""
+    outcome, log = _run(tmp_path, code, limits=sandbox.Limits(cpu_s=20, memory_mb=1024, file_mb=1, threads=1))
+    assert outcome.returncode == 0, log
+    cpu, wall = float(log.split("cpu")[1].split()[0]), float(log.split("wall")[1].split()[0])
+    assert cpu <= 1.25 * wall, log  # one core's worth, not four
+
+
+def test_the_sandbox_writes_only_to_a_bounded_tmp_and_makes_no_user_namespaces(tmp_path):
+    code = """
+import ctypes, os
+written = 0
+try:
+    for i in range(64):
+        with open(f"/tmp/f{i}", "wb") as f:
+            f.write(b"0" * 2**20)
+        written += 2**20
+except OSError as err:
+    print("tmp stopped:", err.strerror)
+print("written", written)
+for where in ("/", "/dev/shm", "/code", "/io"):
+    try:
+        open(os.path.join(where, "x"), "w").close()
+        print("wrote in", where)
+    except OSError:
+        pass
+libc = ctypes.CDLL(None, use_errno=True)
+print("unshare", libc.unshare(0x10000000))
+"""
+    outcome, log = _run(tmp_path, code, limits=sandbox.Limits(cpu_s=20, memory_mb=1024, file_mb=4, tmp_mb=8))
+    assert outcome.returncode == 0, log
+    assert "tmp stopped" in log and int(log.split("written")[1].split()[0]) <= 8 * 2**20
+    assert "wrote in / " not in log and "wrote in /dev/shm" not in log and "wrote in /code" not in log
+    assert "unshare -1" in log
+
+
+def test_doctor_says_what_is_enforced():
+    rows = sandbox.doctor()
+    assert rows[0][1], rows  # the sandbox itself works here (CI and developers' machines)
+    assert len(rows) == 3 and all(how for _, _, how in rows)
