@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 import torch
 import torch.nn as nn
@@ -466,6 +467,7 @@ def activation_plot(runs: dict[str, torch.Tensor], unit_count: int = 3) -> None:
     plt.show()
 
 
+
 # ------------------------------------------------------------------------------------------------------------
 # Stage 6: NT-ASGD on a problem small enough to see
 # ------------------------------------------------------------------------------------------------------------
@@ -579,6 +581,54 @@ def trigger_table(losses: Sequence[float], nonmono: int) -> None:
             switched = switched or switch
         else:
             print(f"{t:>3} {v:>6g}  {'-':>16}  no: t <= n, nothing old enough to compare")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Stage 7: what to expect from the run, the learning rate over the budget
+# ------------------------------------------------------------------------------------------------------------
+
+
+def measured_curves_plot(runs: dict[str, Any], title: str) -> None:
+    """Validation perplexity against wall-clock minutes of measured runs (``hw4lib.curves.read_csv``): the
+    periodic checks (on the checking slice) as lines, each run's final score (the whole split) as a star."""
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    for curve in runs.values():
+        line, = ax.plot([p["wall_min"] for p in curve.points], [p["valid_ppl"] for p in curve.points], "o-", ms=3,
+                        label=f"{curve.run}: checks (checking slice)")
+        if curve.final:
+            ax.plot([curve.final["wall_min"]], [curve.final["valid_ppl"]], "*", ms=13, color=line.get_color(),
+                    label=f"{curve.run}: final, whole split {curve.final['valid_ppl']:.1f}")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set(xlabel="wall-clock minutes (training, checks and the final evaluation)", ylabel="validation perplexity",
+           title=title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    plt.show()
+
+
+def lr_schedule_plot(lr: float, budget_min: float | None, decay_frac: float) -> None:
+    """The rate the trainer gives the optimizer over a wall-clock budget: ``lr`` until the last ``decay_frac`` of
+    the training time, then linearly to 0 at its end (drawn with the end at the budget; the trainer keeps back a
+    reserve for the last check and the final evaluation, so its end comes a little earlier). Constant without a
+    decay, as in the paper."""
+    fig, ax = plt.subplots(figsize=(9, 2.6))
+    end = budget_min or 60.0
+    t = np.linspace(0, end, 400)
+    scale = np.clip((end - t) / (decay_frac * end), 0, 1) if decay_frac and budget_min else np.ones_like(t)
+    ax.plot(t, lr * scale, lw=2)
+    if decay_frac and budget_min:
+        ax.axvline((1 - decay_frac) * end, color="tab:gray", ls=":", label=f"the decay starts: {1 - decay_frac:.0%} of "
+                   "the training time")
+        ax.legend(fontsize=8)
+    ax.set(xlabel="wall-clock minutes" if budget_min else "minutes (no budget: the rate never changes)",
+           ylabel="optimizer.lr", ylim=(0, lr * 1.1),
+           title=f"lr {lr:g}" + (f", decayed over the last {decay_frac:.0%} of {budget_min:g} minutes" if decay_frac
+                                 and budget_min else ", constant"))
+    fig.tight_layout()
+    plt.show()
 
 
 # ------------------------------------------------------------------------------------------------------------
