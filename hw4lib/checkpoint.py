@@ -1,8 +1,8 @@
 """Model files: written atomically, read with ``weights_only=True`` (a pickle payload cannot run).
 
 ``model.pt`` holds what is needed to rebuild and grade a model: the ``LanguageModel`` constructor arguments and
-the state dict (with NT-ASGD, the averaged weights). ``checkpoint.pt`` of a run (see :mod:`hw4lib.training`)
-holds everything needed to resume training.
+the state dict (the weights a check scored: NT-ASGD's average once its trigger has fired, else the live ones).
+``checkpoint.pt`` of a run (see :mod:`hw4lib.training`) holds everything needed to resume training.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ Reads each run folder's ``metrics.json`` (written by :mod:`hw4lib.training` at e
 * the perplexity at given minutes (``--at 15,30,60``), interpolated linearly in log-perplexity between the two
   checks around that minute, and, when exactly two runs are given, the ratio first / second at those minutes.
 
+:func:`read_csv` reads such a CSV back (the measured runs in ``docs/data/``, which stage 7 shows students).
+
 Wall-clock minutes are the trainer's ``wall_s`` (training, checks and checkpoints, summed over resumes). Runs
 written before the trainer recorded it have only ``elapsed_s`` (time in training steps): their minutes are
 flagged ``training time`` in the printout and are not comparable with wall-clock ones.
@@ -63,6 +65,30 @@ def load_curve(run_dir: str | Path, name: str | None = None) -> Curve:
         final = {"wall_min": end_min, "step": metrics.get("steps"), "tokens": metrics.get("tokens"),
                  "valid_ppl": metrics["val_ppl"]}
     return Curve(name or Path(run_dir).resolve().name, points, final, "wall" if wall else "training time", end_min)
+
+
+def read_csv(path: str | Path) -> dict[str, Curve]:
+    """The curves of a CSV written by :func:`write_csv` (``python -m hw4lib curves --csv``), by run name, in the
+    file's order. A bare file name is looked up in ``docs/data/``, where the measured runs are kept."""
+    path = Path(path)
+    if not path.is_file() and path.parent == Path("."):
+        from hw4lib.components import REPO_ROOT
+
+        path = REPO_ROOT / "docs" / "data" / path
+    if not path.is_file():
+        raise HW4Error(f"no curves file {path}: it is written by `python -m hw4lib curves RUN ... --csv FILE`")
+    out: dict[str, Curve] = {}
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            point = {"wall_min": float(row["wall_min"]), "step": int(row["step"]), "tokens": int(row["tokens"]),
+                     "valid_ppl": float(row["valid_ppl"])}
+            curve = out.setdefault(row["run"], Curve(row["run"], [], None, "wall", None))
+            if row["scope"] == "final":
+                curve.final = point
+            else:
+                curve.points.append(point)
+            curve.end_min = point["wall_min"]
+    return out
 
 
 def ppl_at(curve: Curve, minute: float) -> float | None:

@@ -5,8 +5,9 @@ It drives the student's (or the reference's) components and never re-implements 
 :func:`hw4lib.components.load_components`.
 
 A run folder holds ``checkpoint.pt`` (everything needed to resume: live weights, optimizer, random states,
-position in the epoch, hidden state), ``model.pt`` (the best model so far, with NT-ASGD's averaged weights:
-what evaluation, generation and the autograder use), ``metrics.json`` and ``train.log``. Checkpoints are written
+position in the epoch, hidden state), ``model.pt`` (the best model so far: the weights the best check scored, which
+are NT-ASGD's average of the iterates once its trigger has fired and the live weights before; what evaluation,
+generation and the autograder use), ``metrics.json`` and ``train.log``. Checkpoints are written
 at every validation check; a run killed at any moment resumes from the last one and ends exactly where an
 uninterrupted run ends.
 """
@@ -372,7 +373,8 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- validation
     def validate(self) -> dict[str, Any]:
-        """Scores the averaged weights (NT-ASGD), keeps the best model, feeds the trigger, checkpoints."""
+        """Scores the weights NT-ASGD returns (``averaged()``: the average once its trigger has fired, else the live
+        weights), keeps the best of them as ``model.pt``, feeds the trigger, checkpoints."""
         cfg = self.config
         check_start = time.perf_counter()
         with self.optimizer.averaged():
@@ -542,7 +544,7 @@ class Trainer:
         return self.finish()
 
     def finish(self) -> dict[str, Any]:
-        """Scores ``model.pt`` (the best averaged weights) on the whole validation slice, in fp32."""
+        """Scores ``model.pt`` (the weights of the best check) on the whole validation slice, in fp32."""
         if self._wall_mark is None:
             self._wall_mark = time.perf_counter()
         if not self.state.history:

@@ -288,6 +288,21 @@ def test_curves_csv_interpolation_ratio_and_plot(tmp_path):
     assert legacy.clock == "training time"
 
 
+def test_curves_csv_reads_back(tmp_path):
+    """read_csv gives back what write_csv wrote, and finds the measured runs of docs/data by their file name."""
+    a = curves.load_curve(_fake_run(tmp_path / "cpu", [(5, 800.0), (20, 200.0)], final=190.0))
+    b = curves.load_curve(_fake_run(tmp_path / "plain", [(10, 400.0)], final=None))
+    curves.write_csv([a, b], tmp_path / "c.csv")
+    back = curves.read_csv(tmp_path / "c.csv")
+    assert list(back) == ["cpu", "plain"]
+    assert [p["valid_ppl"] for p in back["cpu"].points] == [800.0, 200.0] and back["cpu"].final["valid_ppl"] == 190.0
+    assert back["plain"].final is None and curves.ppl_at(back["cpu"], 12.5) == pytest.approx(400.0)
+    measured = curves.read_csv("curves_60min.csv")  # docs/data/, what stage 7 shows
+    assert {"cpu60-wt2", "plain60-wt2"} <= set(measured) and measured["cpu60-wt2"].final is not None
+    with pytest.raises(HW4Error, match="no curves file"):
+        curves.read_csv(tmp_path / "missing.csv")
+
+
 # ------------------------------------------------------------------------------------------------- evaluation
 def test_nll_sum_is_bit_identical_to_the_whole_window_formula():
     gen = torch.Generator().manual_seed(0)

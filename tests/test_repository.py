@@ -117,3 +117,24 @@ def test_the_student_library_ships_the_grading_bar():
     assert json.loads(checks.SHIPPED_BAR.read_text()) == checks.grading_bar(DEFAULT_CONFIG), (
         "run `python -m autograder release` to ship the bar of autograder/config.toml")
     assert checks.grading_bar(REPO / "no-such-config.toml") is None
+
+
+def test_optional_stages_end_with_ungraded_questions():
+    """Stages 8 and 9 are optional: their two questions each are plain markdown (no nbgrader metadata, so no points
+    and nothing to grade by hand), each followed by an answer cell and a collapsed model answer, in the release too
+    (an ungraded stage would otherwise never show its model answers)."""
+    for folder in ("solutions", "notebooks"):
+        for name, stage in (("08_cache_pointer.ipynb", 8), ("09_ablation.ipynb", 9)):
+            path = REPO / folder / name
+            if not path.is_file():
+                continue
+            cells = json.loads(path.read_text())["cells"]
+            sources = ["".join(c["source"]) for c in cells]
+            found = [i for i, s in enumerate(sources) if s.startswith(f"**Question {stage}.")]
+            assert [sources[i][len("**Question "):].split("**")[0] for i in found] == [f"{stage}.1", f"{stage}.2"], name
+            for i in found:
+                question, answer, model = cells[i], cells[i + 1], cells[i + 2]
+                assert all(c["cell_type"] == "markdown" and not _nbgrader(c) for c in (question, answer, model)), name
+                assert "not graded" in sources[i], f"{name}: say that question {stage} is not graded"
+                assert sources[i + 2].startswith("<details>") and sources[i + 2].rstrip().endswith("</details>"), name
+                assert len(sources[i + 2]) > 200, f"{name}: the model answer after {sources[i][:16]} is missing"
