@@ -6,7 +6,11 @@ CI's layout (clone, venv and data under /root, Python from pyenv in /root) and a
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -55,3 +59,24 @@ def test_unknown_role_is_refused(layout):
     repo = layout("/opt/awd", "/opt/awd/.venv", "/usr", ())
     with pytest.raises(ValueError, match="unknown role"):
         runtime.view_for("grader", repo, repo / "data")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_a_student_cannot_move_the_course_aside_in_the_hubs_exchange():
+    """The hub's exchange is 1777 (sticky): anybody may create, nobody may rename or remove another's entry."""
+    from deploy.hub import accounts
+
+    top = Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        os.chmod(top, 0o755)
+        exchange = accounts.ensure_exchange(top / "exchange")
+        assert exchange.stat().st_mode & 0o7777 == 0o1777
+        (exchange / "awd-course" / "outbound").mkdir(parents=True)  # the instructor's (here root's) course folder
+        moved = subprocess.run(["runuser", "-u", "nobody", "--", "mv", str(exchange / "awd-course"),
+                                str(exchange / "aside")], capture_output=True, text=True)
+        assert moved.returncode != 0 and (exchange / "awd-course" / "outbound").is_dir(), moved.stderr
+        made = subprocess.run(["runuser", "-u", "nobody", "--", "mkdir", str(exchange / "theirs")],
+                              capture_output=True, text=True)
+        assert made.returncode == 0, made.stderr  # creating stays open, as nbgrader needs
+    finally:
+        shutil.rmtree(top)

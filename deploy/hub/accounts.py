@@ -68,15 +68,16 @@ def ensure_users(users: tuple[str, ...] = USERS, set_passwords: bool = True) -> 
 
 
 def ensure_exchange(root: Path) -> Path:
-    """nbgrader's filesystem exchange: a directory everyone may write (``ugo+rwx``), as nbgrader requires.
+    """nbgrader's filesystem exchange: everybody may create entries (nbgrader requires ``ugo+rwx``), and the sticky
+    bit keeps anybody from renaming or removing another's (``deploy.course_setup.make_exchange``): with 0777 a
+    student could move ``exchange/<course>`` aside and put an ``outbound/`` of their own making in its place.
 
     nbgrader itself then makes ``<course>/outbound`` world-readable and ``<course>/inbound`` writable but not
     listable (0733) on the first ``release_assignment``, so students cannot see each other's submissions.
     """
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    os.chmod(root, 0o777)
-    return root
+    from deploy.course_setup import make_exchange
+
+    return make_exchange(root)
 
 
 def ensure_course_root(root: Path, owner: Account, exchange: Path) -> Path:
