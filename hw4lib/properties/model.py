@@ -92,6 +92,8 @@ def _structure(model: nn.Module, cfg: dict) -> dict:
 
 
 GATE = 30.0  # a gate bias that opens (sigmoid = 1) or shuts (sigmoid = 0) a gate in float32
+LAYOUT = ("cannot be checked until the model has the contract's layout: encoder (V, E), rnns[l].module an nn.LSTM "
+          "with weight_ih_l0, bias_ih_l0, bias_hh_l0 and the Parameter weight_hh_l0_raw (see above)")
 
 
 def _reveal(model: nn.Module, embedding: torch.Tensor) -> None:
@@ -140,7 +142,10 @@ def _training_forward(model: nn.Module, words: torch.Tensor) -> dict:
 
 def _revealed_forward(model: nn.Module, inp: dict) -> dict:
     """A training-mode forward of a revealing model (``_reveal``): what each layer received, and the outputs."""
-    _reveal(model, inp["embedding"])
+    try:
+        _reveal(model, inp["embedding"])
+    except (AttributeError, RuntimeError, TypeError) as err:
+        raise RuntimeError(f"{LAYOUT} ({type(err).__name__}: {err})") from None
     seen = _training_forward(model, inp["mask_words"])
     seen["received"] = [_revealed_input(r, n_in) for r, (n_in, _) in zip(seen["raw"], seen["sizes"], strict=False)]
     seen["embedding_after"] = seen["state"].get("encoder.weight")
@@ -333,6 +338,8 @@ def eval_and_hidden(inp: dict, obs: dict) -> list[str]:
 def _pass(obs: dict, key: str) -> tuple[str | None, dict]:
     m = obs[key]
     if failed(m):
+        if LAYOUT in failed(m):  # the structure (or the weight drop) that names the cause failed
+            return knock_on(failed(m).split(": ", 1)[-1]), {}
         return f"a training-mode forward raised {failed(m)}", {}
     L = MASKS["num_layers"]
     if len(m["raw"]) != L or len(m["dropped"]) != L:
