@@ -24,7 +24,7 @@ import torch
 from hw4lib.components import REPO_ROOT, ComponentLoadError, load_components
 from hw4lib.errors import HW4Error
 from hw4lib.properties import PARTS
-from hw4lib.properties.core import where
+from hw4lib.properties.core import causes, where
 from hw4lib.properties.nt_asgd import TRIGGER_SCRIPTS  # noqa: F401 - stage 6 traces the first script by hand
 
 VISIBLE_SEED = 0
@@ -113,7 +113,12 @@ def problems(part: str, components: Any, seed: int = VISIBLE_SEED) -> list[str]:
     inputs = props.inputs(seed)
     torch.manual_seed(seed)  # student components may draw from the global generator; same messages every run
     found = props.run(inputs, props.observe(components, inputs))
-    return [p[0] for p in found.values() if p]
+    # Each cause once: a property that could not judge its promise because of a failure another property names
+    # (a knock-on) is left out, and two properties that trip over the same error print it once.
+    shown = [own[0] for own in (causes(p) for p in found.values()) if own]
+    if not shown:
+        shown = [p[0] for p in found.values() if p]
+    return list(dict.fromkeys(shown))
 
 
 def _check(title: str, part: str, **named: Any) -> None:

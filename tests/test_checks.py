@@ -290,3 +290,96 @@ def test_load_earlier_names_the_notebook_to_fix(tmp_path, capsys):
     assert module is not None
     assert "✗ LockedDropout (from 02_dropout.ipynb)" in out and "open 02_dropout.ipynb" in out
     assert "✓ WeightDrop (from 03_weight_drop.ipynb)" in out
+
+
+# ------------------------------------------------------------------------- each cause once, and by its value
+
+
+def problem_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("  • ")]
+
+
+def test_knock_ons_are_left_out_and_each_cause_printed_once(ref):
+    """A property that cannot judge its promise because of another's failure does not print; one error that two
+    properties trip over prints once."""
+    def from_data(embed, words, dropout=0.1, scale=None):
+        weight = embed.weight.data  # cuts the graph: only the gradient is wrong
+        if dropout:
+            weight = weight * (weight.new_empty(weight.size(0), 1).bernoulli_(1 - dropout) / (1 - dropout))
+        return F.embedding(words, weight, embed.padding_idx)
+
+    text = failing(checks.check_embedded_dropout, from_data)
+    assert problem_lines(text) == [line for line in problem_lines(text) if "not .data" in line]
+    assert len(problem_lines(text)) == 1 and "cannot be checked" not in text
+
+    class EvalParameter(ref.WeightDrop):  # assigns the raw Parameter under the old name in eval mode
+        def forward(self, *args):
+            for name in self.weights:
+                raw = getattr(self.module, name + "_raw")
+                drop = self.training and self.dropout > 0
+                setattr(self.module, name, F.dropout(raw, self.dropout, True) if drop else raw)
+            out = self.module(*args)
+            for name in self.weights:
+                setattr(self.module, name, getattr(self.module, name).detach())
+            return out
+
+    text = failing(checks.check_weight_drop, EvalParameter)
+    assert len(problem_lines(text)) == 1 and "registers it as a Parameter again" in text
+
+
+def test_in_place_locked_dropout_is_named_for_its_real_reason(ref):
+    class InPlace(ref.LockedDropout):
+        def forward(self, x):
+            if not self.training or self.p == 0:
+                return x
+            return x.mul_(x.new_empty(1, x.size(1), x.size(2)).bernoulli_(1 - self.p) / (1 - self.p))
+
+    text = failing(checks.check_locked_dropout, InPlace)
+    assert len(problem_lines(text)) == 1 and "raw_outputs must keep the values before dropout" in text
+
+
+def test_call_style_is_not_judged(ref, capsys):
+    """WeightDrop calling self.module.forward (no hooks run), layers called by .forward and logits by F.linear on
+    the flattened output pass their checks: values are judged, not calls."""
+    class ForwardCall(ref.WeightDrop):
+        def forward(self, *args):
+            for name in self.weights:
+                raw = getattr(self.module, name + "_raw")
+                weight = F.dropout(raw, self.dropout, True) if self.training and self.dropout else raw * 1
+                setattr(self.module, name, weight)
+            out = self.module.forward(*args)
+            for name in self.weights:
+                setattr(self.module, name, getattr(self.module, name).detach())
+            return out
+
+    checks.check_weight_drop(ForwardCall)
+
+    class Linear(ref.LanguageModel):  # calls each layer's forward directly, decodes flattened with F.linear
+        def forward(self, inputs, hidden=None):
+            if hidden is None:
+                hidden = self.init_hidden(inputs.size(1))
+            x = self.idrop(ref.embedded_dropout(self.encoder, inputs, self.dropoute if self.training else 0))
+            new_hidden, raw_outputs, dropped_outputs = [], [], []
+            for layer, rnn in enumerate(self.rnns):
+                raw, h = rnn.forward(x, hidden[layer])
+                new_hidden.append(h)
+                raw_outputs.append(raw)
+                x = self.hdrop(raw) if layer < self.num_layers - 1 else self.odrop(raw)
+                dropped_outputs.append(x)
+            T, B, H = x.shape
+            logits = F.linear(x.reshape(T * B, H), self.decoder.weight, self.decoder.bias).view(T, B, -1)
+            return logits, new_hidden, raw_outputs, dropped_outputs
+
+    checks.check_language_model(Linear)
+    assert capsys.readouterr().out.count("✓") == 2
+
+
+def test_ntasgd_counting_checks_for_trigger_step(ref):
+    class Checks(ref.NTASGD):
+        def record(self, val_loss):
+            switched = super().record(val_loss)
+            if switched:
+                self.trigger_step = len(self.logs) - 1
+            return switched
+
+    assert "count optimizer steps" in failing(checks.check_nt_asgd, Checks)

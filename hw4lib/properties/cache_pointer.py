@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from hw4lib.properties.core import Part, attempt, close, failed, generator, shape_of
+from hw4lib.properties.core import Part, attempt, close, failed, generator, knock_on, shape_of
 
 N, B, H, V = 48, 3, 6, 5
 WINDOW, THETA, LAMBDA = 7, 0.8, 0.3
@@ -69,7 +69,7 @@ def _usable(obs: dict, key: str) -> tuple[torch.Tensor | None, list[str]]:
     if failed(value):
         return None, [f"cache_probs raised {failed(value)}"]
     if not isinstance(value, torch.Tensor) or value.shape != (N, B):
-        return None, [f"cannot be checked until cache_probs returns (N, B) = ({N}, {B}) (see above)"]
+        return None, [knock_on(f"cannot be checked until cache_probs returns (N, B) = ({N}, {B}) (see above)")]
     return value.double(), []
 
 

@@ -8,7 +8,10 @@ A *part* is one graded component (or a pair, like AR and TAR). For each part a s
   (tensors, numbers, strings, lists, dicts). It is the only function that runs student code: in the grader it
   runs inside the sandbox, in a notebook inside the student's kernel;
 * properties ``(inputs, observation) -> list[str]``: pure functions that return the problems they found, each a
-  sentence a student can act on (empty when the promise holds). They draw no random numbers.
+  sentence a student can act on (empty when the promise holds). They draw no random numbers. A property that
+  cannot judge its promise because another one failed (a forward that raised, outputs of the wrong shape)
+  returns a :func:`knock_on` problem: the judge counts the promise as not shown, the visible check does not print
+  it, so the student reads each cause once, from the property that owns it.
 
 The visible check runs all three with a public seed; the judge runs ``observe`` in the sandbox, then the same
 properties on the grading seed's inputs, and adds only what must stay hidden (the comparison with the reference
@@ -68,6 +71,20 @@ class Part:
             except Exception as err:  # noqa: BLE001 - malformed observations must not crash the grader
                 found[p.name] = [f"your outputs had an unexpected type or structure ({type(err).__name__}: {err})"]
         return found
+
+
+class KnockOn(str):
+    """A problem that only says a promise could not be judged because of a failure another property names."""
+
+
+def knock_on(message: str) -> KnockOn:
+    """Marks ``message`` as a knock-on of another property's failure (see the module's docstring)."""
+    return KnockOn(message)
+
+
+def causes(problems: list[str]) -> list[str]:
+    """The problems that are not knock-ons."""
+    return [p for p in problems if not isinstance(p, KnockOn)]
 
 
 def generator(seed: int, salt: int) -> torch.Generator:

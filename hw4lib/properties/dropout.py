@@ -19,6 +19,7 @@ from hw4lib.properties.core import (
     close,
     failed,
     generator,
+    knock_on,
     rate_ok,
     shape_of,
     time_shared_problems,
@@ -31,26 +32,31 @@ def locked_inputs(seed: int) -> dict:
     return {"x": torch.rand(10, 64, 48, generator=generator(seed, 11)) + 0.5}
 
 
+def _copy(y: Any) -> Any:
+    return y.detach().clone() if isinstance(y, torch.Tensor) else y
+
+
 def observe_locked(c: Any, inp: dict) -> dict:
     x = inp["x"]
     obs: dict = {}
+    # Every call gets a copy of x and every output is copied at once: an in-place edit of the input is judged by
+    # input_unchanged alone, and does not spoil the other observations.
     for p in LOCKED_P:
         m = c.LockedDropout(p)
         m.train()
-        original = x.clone()
-        obs[f"y{p}"] = attempt(lambda m=m: m(x))
-        obs[f"input_kept{p}"] = torch.equal(x, original)
-        x.copy_(original)  # a student's in-place edit must not spoil the next observation
+        given = x.clone()
+        obs[f"y{p}"] = attempt(lambda m=m, given=given: _copy(m(given)))
+        obs[f"input_kept{p}"] = torch.equal(given, x)
     m = c.LockedDropout(0.5)
     m.train()
-    obs["again"] = attempt(lambda: [m(x), m(x)])
+    obs["again"] = attempt(lambda: [_copy(m(x.clone())), _copy(m(x.clone()))])
     m.eval()
-    obs["eval"] = attempt(lambda: m(x))
-    obs["zero"] = attempt(lambda: c.LockedDropout(0.0).train()(x))
+    obs["eval"] = attempt(lambda: _copy(m(x.clone())))
+    obs["zero"] = attempt(lambda: _copy(c.LockedDropout(0.0).train()(x.clone())))
 
     def grad() -> Any:
         xg = x.clone().requires_grad_(True)
-        c.LockedDropout(0.5).train()(xg).sum().backward()
+        c.LockedDropout(0.5).train()(xg * 1).sum().backward()  # a non-leaf input, as a layer's output is
         return xg.grad
 
     obs["grad"] = attempt(grad)
@@ -65,17 +71,27 @@ def _outputs(obs: dict) -> tuple[list[str], dict]:
     return errors, {p: obs[f"y{p}"] for p in LOCKED_P}
 
 
-@LOCKED.prop("the output has the input's shape (T, B, H), and the input is left unchanged")
+@LOCKED.prop("the output has the input's shape (T, B, H)")
 def output_shape(inp: dict, obs: dict) -> list[str]:
     errors, ys = _outputs(obs)
     if errors:
         return errors
-    for p, y in ys.items():
+    for y in ys.values():
         if not isinstance(y, torch.Tensor) or y.shape != inp["x"].shape:
             return [f"the output is {shape_of(y)}; it must have the input's shape {tuple(inp['x'].shape)} (T, B, H)"]
-        if not obs[f"input_kept{p}"]:
-            return ["the input tensor was changed in place (x.mul_ / x *= ...): return a new tensor, x * mask; "
-                    "the caller may still need x"]
+    return []
+
+
+@LOCKED.prop("forward leaves its input unchanged and returns a new tensor (in the model, raw_outputs must keep the "
+             "values before dropout)")
+def input_unchanged(inp: dict, obs: dict) -> list[str]:
+    errors, _ = _outputs(obs)
+    if errors:
+        return [knock_on(errors[0])]
+    if not all(obs[f"input_kept{p}"] for p in LOCKED_P):
+        return ["forward changed its input in place (x.mul_(mask) or x *= mask): return a new tensor, x * mask. In "
+                "the model the input of a locked dropout is a layer's raw output, and raw_outputs must keep the "
+                "values before dropout: TAR is computed on them (and backward through the LSTM needs them)"]
     return []
 
 
@@ -83,7 +99,7 @@ def output_shape(inp: dict, obs: dict) -> list[str]:
 def rescaled(inp: dict, obs: dict) -> list[str]:
     errors, ys = _outputs(obs)
     if errors or output_shape(inp, obs):
-        return errors or ["cannot be checked until the output has the right shape"]
+        return errors or [knock_on("cannot be checked until the output has the right shape")]
     return [m for p, y in ys.items() for m in as_mask_problems(y.double() / inp["x"].double(), p, f"p={p}")][:1]
 
 
@@ -91,7 +107,7 @@ def rescaled(inp: dict, obs: dict) -> list[str]:
 def shared_over_time(inp: dict, obs: dict) -> list[str]:
     errors, ys = _outputs(obs)
     if errors or output_shape(inp, obs):
-        return errors or ["cannot be checked until the output has the right shape"]
+        return errors or [knock_on("cannot be checked until the output has the right shape")]
     return [m for p, y in ys.items() for m in time_shared_problems(y.double() / inp["x"].double(), f"p={p}")][:1]
 
 
@@ -99,7 +115,7 @@ def shared_over_time(inp: dict, obs: dict) -> list[str]:
 def distinct_and_rate(inp: dict, obs: dict) -> list[str]:
     errors, ys = _outputs(obs)
     if errors or output_shape(inp, obs):
-        return errors or ["cannot be checked until the output has the right shape"]
+        return errors or [knock_on("cannot be checked until the output has the right shape")]
     for p, y in ys.items():
         mask = y.double() / inp["x"].double()
         found = batch_distinct_problems(mask, f"p={p}")
@@ -171,30 +187,32 @@ def observe_embed(c: Any, inp: dict) -> dict:
     obs: dict = {}
     embed = _embedding(weight)
 
-    def dropped() -> list:
-        out = c.embedded_dropout(embed, words, dropout=EMBED_P)
-        out.sum().backward()
-        return [out, embed.weight.grad]
-
-    obs["dropped"] = attempt(dropped)
-    obs["weight_kept"] = close(embed.weight.detach(), weight, 0, 0)
-    def plain() -> list:
-        fresh = _embedding(weight)
-        out = c.embedded_dropout(fresh, words, dropout=0.0)
-        out.sum().backward()
-        return [out, fresh.weight.grad]
-
-    obs["zero"] = attempt(plain)
-
+    # The lookup and the backward are observed apart, so that a graph cut (embed.weight.data) is judged by the
+    # gradient's property alone while the values are still judged by theirs.
+    fresh = _embedding(weight)
+    padded = _embedding(weight, padding_idx=3)
     padded_words = words[:4].clone()
     padded_words[0, :3] = 3  # word 3 is the padding index here
+    for key, module, kw in (("dropped", embed, {"words": words, "dropout": EMBED_P}),
+                            ("zero", fresh, {"words": words, "dropout": 0.0}),
+                            ("padding", padded, {"words": padded_words, "dropout": 0.0})):
+        held: dict = {}
 
-    def padding_grad() -> Any:
-        pad = _embedding(weight, padding_idx=3)
-        c.embedded_dropout(pad, padded_words, dropout=0.0).sum().backward()
-        return pad.weight.grad
+        def lookup(module: nn.Embedding = module, kw: dict = kw, held: dict = held) -> Any:
+            held["out"] = c.embedded_dropout(module, kw["words"], dropout=kw["dropout"])
+            return held["out"].detach().clone() if isinstance(held["out"], torch.Tensor) else held["out"]
 
-    obs["padding_grad"] = attempt(padding_grad)
+        def backward(module: nn.Embedding = module, held: dict = held) -> Any:
+            out = held.get("out")
+            if not isinstance(out, torch.Tensor) or not out.requires_grad:
+                return None
+            out.sum().backward()
+            return module.weight.grad
+
+        obs[key] = attempt(lookup)
+        obs[f"{key}_grad"] = attempt(backward)
+        if key == "dropped":
+            obs["weight_kept"] = close(embed.weight.detach(), weight, 0, 0)
     return obs
 
 
@@ -203,10 +221,10 @@ EMBED = Part("embedded_dropout", ("embedded_dropout",), embed_inputs, observe_em
 
 def _fates(inp: dict, obs: dict) -> tuple[list[str], dict | None, torch.Tensor | None]:
     """The problems that stop the analysis, {word: its factor}, and the per-position factors."""
-    result = obs["dropped"]
-    if failed(result):
-        return [f"embedded_dropout raised {failed(result)}"], None, None
-    out, words, weight = result[0], inp["words"], inp["weight"]
+    out = obs["dropped"]
+    if failed(out):
+        return [f"embedded_dropout raised {failed(out)}"], None, None
+    words, weight = inp["words"], inp["weight"]
     if not isinstance(out, torch.Tensor) or out.shape != (*words.shape, weight.shape[1]):
         return [f"the output is {shape_of(out)}; expected (T, B, E) = ({words.shape[0]}, {words.shape[1]}, "
                 f"{weight.shape[1]})"], None, None
@@ -237,7 +255,7 @@ def word_types_dropped(inp: dict, obs: dict) -> list[str]:
 def rate_and_scale(inp: dict, obs: dict) -> list[str]:
     problems, factor, _ = _fates(inp, obs)
     if problems:
-        return ["cannot be checked until whole word types are dropped (see above)"]
+        return [knock_on("cannot be checked until whole word types are dropped (see above)")]
     values = torch.tensor(list(factor.values()), dtype=torch.float64)
     found = as_mask_problems(values, EMBED_P, "word types")
     if found:
@@ -253,20 +271,22 @@ def rate_and_scale(inp: dict, obs: dict) -> list[str]:
 def gradient_to_weight(inp: dict, obs: dict) -> list[str]:
     problems, factor, _ = _fates(inp, obs)
     if problems:
-        return ["cannot be checked until whole word types are dropped (see above)"]
+        return [knock_on("cannot be checked until whole word types are dropped (see above)")]
     if not obs["weight_kept"]:
         return ["embed.weight was modified in place; build a dropped copy (weight * mask) and look the words up in "
                 "it, leaving the Parameter as it is"]
-    grad, words, weight = obs["dropped"][1], inp["words"], inp["weight"]
+    grad, words, weight = obs["dropped_grad"], inp["words"], inp["weight"]
+    if failed(grad):
+        return [f"backward through embedded_dropout failed: {failed(grad)}"]
     if not isinstance(grad, torch.Tensor):
-        return ["no gradient reached embed.weight; build the dropped weight from embed.weight with tensor operations "
-                "(no .data, no torch.no_grad)"]
+        return ["no gradient reaches embed.weight: the output is cut from the graph. Build the dropped weight from "
+                "embed.weight itself with tensor operations: use embed.weight, not .data (nor .detach() or "
+                "torch.no_grad())"]
     expected = torch.zeros_like(weight, dtype=torch.float64)
     for word, f in factor.items():
         expected[word] = float((words == word).sum()) * f
     counts = torch.bincount(words.flatten(), minlength=weight.shape[0]).double().unsqueeze(1).expand_as(expected)
-    zero = obs["zero"]
-    plain_grad = zero[1] if not failed(zero) else None
+    plain_grad = obs["zero_grad"] if not failed(obs["zero_grad"]) else None
     if close(grad, expected, 1e-4) and close(plain_grad, counts, 1e-4):
         return []
     last = weight.shape[0] - 1
@@ -282,18 +302,18 @@ def plain_lookup_at_zero(inp: dict, obs: dict) -> list[str]:
     zero = obs["zero"]
     if failed(zero):
         return [f"with dropout = 0 embedded_dropout raised {failed(zero)}"]
-    if not close(zero[0], inp["weight"][inp["words"]], 1e-6):
+    if not close(zero, inp["weight"][inp["words"]], 1e-6):
         return ["with dropout = 0 the result must be the plain lookup embed(words)"]
     return []
 
 
 @EMBED.prop("embed.padding_idx is passed on: a padding word's row gets no gradient")
 def padding_idx_passed_on(inp: dict, obs: dict) -> list[str]:
-    grad = obs["padding_grad"]
-    if failed(grad):
-        return [f"with a padding_idx, embedded_dropout raised {failed(grad)}"]
+    out, grad = obs["padding"], obs["padding_grad"]
+    if failed(out) or failed(grad):
+        return [f"with a padding_idx, embedded_dropout raised {failed(out) or failed(grad)}"]
     if not isinstance(grad, torch.Tensor):
-        return ["no gradient reached embed.weight"]
+        return [knock_on("cannot be checked until gradients reach embed.weight (see above)")]
     if float(grad[3].abs().sum()) != 0:
         return ["embed.padding_idx = 3 was ignored: pass embed.padding_idx on to F.embedding, so the padding row "
                 "gets no gradient"]

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from hw4lib.properties.core import Part, attempt, close, failed, generator, shape_of
+from hw4lib.properties.core import Part, attempt, close, failed, generator, knock_on, shape_of
 
 V, HID, B = 13, 8, 3
 N_SAMPLES = 3000
@@ -193,7 +193,7 @@ def greedy(inp: dict, obs: dict) -> list[str]:
     if failed(g):
         return [f"generation raised {failed(g)}"]
     if not isinstance(g["words"], torch.Tensor) or g["words"].shape != (B, 5):
-        return ["cannot be checked until generation returns (B, n_words) (see above)"]
+        return [knock_on("cannot be checked until generation returns (B, n_words) (see above)")]
     found = _greedy_chain(inp, g["words"])
     if found:
         return [found[0] + ": feed each generated word back in with the hidden state and take the arg-max of the "

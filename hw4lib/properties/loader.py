@@ -13,11 +13,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from hw4lib.properties.core import Part, attempt, failed, generator
+from hw4lib.properties.core import Part, attempt, failed, generator, knock_on
 
 B, BPTT, STD = 4, 20, 3.0  # the main run: three epochs, every batch recorded
 LONG = dict(batch_size=4, bptt=30, std=2.0)  # many windows for the length law (30 vs 15 never overlap at std 2)
 CLAMP = dict(batch_size=2, bptt=10, std=8.0, min_len=4, max_len=14)  # a wide law that the bounds must cut
+# max_len left at its default, bptt + 3 * std = 20 (a whole number, so no rounding question): a full window's draw
+# rounds above it with probability P(Z > 3.125) = 0.09%, so over about 15,000 windows a loader without the bound
+# shows a longer one (some 13 expected), and a correct one reaches 20 (about 30 expected).
+DEFAULT_MAX = dict(batch_size=1, bptt=8, std=4.0)
 
 
 def articles(gen: torch.Generator, n: int, low: int, high: int) -> list[np.ndarray]:
@@ -36,6 +40,7 @@ def inputs(seed: int) -> dict:
         "main": articles(generator(seed, 1), 40, 30, 400),
         "long": articles(generator(seed, 2), 60, 1500, 2500),
         "clamp": articles(generator(seed, 3), 20, 100, 300),
+        "default_max": articles(generator(seed, 4), 60, 1500, 2500),
     }
 
 
@@ -93,6 +98,8 @@ def observe(c: Any, inp: dict) -> dict:
     long = Loader(inp["long"], shuffle=False, seed=seed, **LONG)
     obs["long"] = attempt(lambda: [_lengths(long), _lengths(long)])
     obs["clamp"] = attempt(lambda: _lengths(Loader(inp["clamp"], shuffle=False, seed=seed, **CLAMP)))
+    obs["default_max"] = attempt(lambda: _lengths(Loader(inp["default_max"], shuffle=False, seed=seed,
+                                                         **DEFAULT_MAX)))
 
     def tiny() -> list[int]:  # a corpus shorter than one window still yields a batch
         short = [np.arange(B * (BPTT // 2), dtype=np.int64)]  # BPTT // 2 rows: fewer than one mean window
@@ -142,7 +149,7 @@ def _well_formed(obs: dict) -> bool:
 @PART.prop("targets are the inputs shifted by one token, also from one batch to the next")
 def shifted_by_one(inp: dict, obs: dict) -> list[str]:
     if not _well_formed(obs):
-        return ["cannot be checked until the batches have the right form (see above)"]
+        return [knock_on("cannot be checked until the batches have the right form (see above)")]
     for e, epoch in enumerate(obs["epochs"]):
         for k, (x, y, _) in enumerate(epoch):
             if not torch.equal(y[:-1], x[1:]):
@@ -172,7 +179,7 @@ def _columns(epoch: list) -> list[list[int]]:
            "last is an input exactly once per epoch; the last N mod B tokens are dropped")
 def contiguous_columns(inp: dict, obs: dict) -> list[str]:
     if not _well_formed(obs):
-        return ["cannot be checked until the batches have the right form (see above)"]
+        return [knock_on("cannot be checked until the batches have the right form (see above)")]
     articles = {int(a[0]): (int(a[0]), int(a[-1])) for a in inp["main"]}
     ends = {last for _, last in articles.values()}
     total = sum(len(a) for a in inp["main"])
@@ -207,7 +214,7 @@ def contiguous_columns(inp: dict, obs: dict) -> list[str]:
            "keeps their order; loader.epoch counts finished passes")
 def shuffled_per_epoch(inp: dict, obs: dict) -> list[str]:
     if not _well_formed(obs):
-        return ["cannot be checked until the batches have the right form (see above)"]
+        return [knock_on("cannot be checked until the batches have the right form (see above)")]
     problems = []
     if obs["counters"] != [1, 2, 3]:
         problems.append(f"after each full pass `loader.epoch` was {obs['counters']}; expected [1, 2, 3] "
@@ -234,7 +241,7 @@ def shuffled_per_epoch(inp: dict, obs: dict) -> list[str]:
            "global generator holds; setting loader.epoch = e replays epoch e (the trainer resumes this way)")
 def reproducible(inp: dict, obs: dict) -> list[str]:
     if not _well_formed(obs):
-        return ["cannot be checked until the batches have the right form (see above)"]
+        return [knock_on("cannot be checked until the batches have the right form (see above)")]
     for key in ("global_a", "global_b", "resumed_epoch2", "other_seed"):
         if failed(obs[key]):
             return [f"running a second loader failed: {failed(obs[key])}"]
@@ -330,4 +337,23 @@ def clamped(inp: dict, obs: dict) -> list[str]:
     if lens.count(hi) < 3 or inner.count(lo) < 3:
         return [f"with a wide length law the bounds should often bind (lengths equal to {lo} and {hi}); they "
                 f"appeared {inner.count(lo)} and {lens.count(hi)} times"]
+    return []
+
+
+@PART.prop("max_len defaults to bptt + 3 * std: with max_len=None no window is longer, and the bound is reached")
+def default_max_len(inp: dict, obs: dict) -> list[str]:
+    lens = obs["default_max"]
+    if failed(lens):
+        return [f"the loader failed with max_len left at its default: {failed(lens)}"]
+    bptt, std = DEFAULT_MAX["bptt"], DEFAULT_MAX["std"]
+    bound = bptt + 3 * std
+    setting = f"with bptt={bptt}, std={std:g} and max_len left at None"
+    if not lens:
+        return [f"{setting} the loader yielded no batch"]
+    if max(lens) > bound:
+        return [f"{setting} a window of {max(lens)} tokens came out: max_len defaults to bptt + 3 * std = "
+                f"{bound:g}, and every drawn length is clamped to it"]
+    if max(lens) < bound:
+        return [f"{setting} the longest of {len(lens)} windows had {max(lens)} tokens; the default bound is bptt + "
+                f"3 * std = {bound:g}, which about 1 window in 500 reaches (is the default max_len smaller?)"]
     return []

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from hw4lib.properties.core import Part, attempt, close, failed, generator
+from hw4lib.properties.core import Part, attempt, close, failed, generator, knock_on
 
 # (nonmono, validation losses, index of the call that must switch or None), traced by hand with Algorithm 1:
 # with t = len(logs) before the call, switch when t > nonmono and v > min(logs[:t - nonmono]).
@@ -22,7 +22,7 @@ TRIGGER_SCRIPTS: list[tuple[int, list[float], int | None]] = [
     (2, [3.0, 1.0, 2.0, 2.0, 2.5], 4),  # worse than the BEST older value (1), not than every older one (3)
 ]
 MISSING = "<missing>"
-NEEDS_ATTRIBUTES = "cannot be checked until NTASGD keeps the attribute `averaging` (see above)"
+NEEDS_ATTRIBUTES = knock_on("cannot be checked until NTASGD keeps the attribute `averaging` (see above)")
 
 
 def random_scripts(seed: int) -> list[tuple[int, list[float]]]:
@@ -79,12 +79,15 @@ def observe(c: Any, inp: dict) -> dict:
         w.grad = grad.clone()
         opt.zero_grad()
         cleared = w.grad is None or float(w.grad.abs().sum()) == 0
-        decayed = nn.Parameter(torch.tensor([2.0, -4.0]))
-        wd = NTASGD([decayed], lr=0.5, nonmono=1, weight_decay=0.1)
-        wd.zero_grad()
-        decayed.grad = torch.tensor([1.0, 0.0])
-        wd.step(lr_scale=1.0)
-        return {"after": seen, "cleared": cleared, "decayed": decayed.detach().clone()}
+        decayed = []
+        for scale in (1.0, 0.5):  # the whole update, decay included, uses lr * lr_scale
+            v = nn.Parameter(torch.tensor([2.0, -4.0]))
+            wd = NTASGD([v], lr=0.5, nonmono=1, weight_decay=0.1)
+            wd.zero_grad()
+            v.grad = torch.tensor([1.0, 0.0])
+            wd.step(lr_scale=scale)
+            decayed.append(v.detach().clone())
+        return {"after": seen, "cleared": cleared, "decayed": decayed}
 
     obs["stepping"] = attempt(stepping)
 
@@ -159,7 +162,8 @@ def _script(obs: dict, i: int) -> tuple[str | None, dict]:
     return (f"NTASGD raised {failed(s)}" if failed(s) else None), s
 
 
-@PART.prop("record() keeps the attribute averaging (bool) and trigger_step (steps taken at the switch, else None)")
+@PART.prop("record() keeps the attribute averaging (bool) and trigger_step (the number of optimizer steps taken when "
+           "it switched, else None)")
 def attributes(inp: dict, obs: dict) -> list[str]:
     error, s = _script(obs, 0)
     if error:
@@ -171,6 +175,21 @@ def attributes(inp: dict, obs: dict) -> list[str]:
     if s["trigger_step"] == MISSING:
         problems.append("NTASGD must keep an attribute `trigger_step`: the number of steps taken when it switched "
                         "(None before)")
+        return problems
+    # Each script takes two steps before every record(): judged on the call where this NTASGD switched (right or
+    # wrong, the trigger has its own property), trigger_step must be the steps taken, not the checks made.
+    for (nonmono, losses), run in zip(inp["scripts"], obs["scripts"], strict=True):
+        if failed(run) or any(not isinstance(r, bool) for r in run["returned"]):
+            continue
+        switched = [k for k, r in enumerate(run["returned"]) if r]
+        want = 2 * (switched[0] + 1) if switched else None
+        if run["trigger_step"] != want:
+            when = (f"record() switched at call {switched[0]}, after {want} optimizer steps (two before every check)"
+                    if switched else "record() never switched")
+            problems.append(f"{_story(nonmono, losses)}: {when}, but trigger_step is {run['trigger_step']}: "
+                            "trigger_step is the number of optimizer steps taken when it switched (None before): "
+                            "count optimizer steps (calls of step()), not checks (calls of record())")
+            break
     return problems
 
 
@@ -216,7 +235,7 @@ def trigger(inp: dict, obs: dict) -> list[str]:
 
 
 @PART.prop("step(lr_scale) moves by lr * lr_scale * gradient for exactly that step, with the current value of "
-           "the attribute lr; zero_grad() clears the gradients; weight_decay adds weight_decay * w to the gradient")
+           "the attribute lr; zero_grad() clears the gradients")
 def scaled_step(inp: dict, obs: dict) -> list[str]:
     s = obs["stepping"]
     if failed(s):
@@ -234,10 +253,25 @@ def scaled_step(inp: dict, obs: dict) -> list[str]:
                         "(0.15, -2.7): read self.lr at every step (the trainer's schedule changes it)")
     if not s["cleared"]:
         problems.append("zero_grad() left the gradients in place: set them to None (or zero)")
-    if not close(s["decayed"], torch.tensor([2.0 - 0.5 * (1 + 0.2), -4.0 - 0.5 * (-0.4)])):
-        problems.append(f"with weight_decay=0.1, lr=0.5, gradient (1, 0) and w = (2, -4), a step gave "
-                        f"{s['decayed'].tolist()}; expected w - lr * (gradient + weight_decay * w) = (1.4, -3.8)")
     return problems
+
+
+@PART.prop("weight_decay adds weight_decay * w to the gradient, and the whole update, decay included, uses the "
+           "step's rate lr * lr_scale")
+def weight_decay_scaled(inp: dict, obs: dict) -> list[str]:
+    s = obs["stepping"]
+    if failed(s):
+        return [knock_on(f"stepping raised {failed(s)}")]
+    full, half = s["decayed"]
+    if not close(full, torch.tensor([2.0 - 0.5 * (1 + 0.2), -4.0 - 0.5 * (-0.4)])):
+        return [f"with weight_decay=0.1, lr=0.5, gradient (1, 0) and w = (2, -4), a step gave {full.tolist()}; "
+                "expected w - lr * (gradient + weight_decay * w) = (1.4, -3.8)"]
+    if not close(half, torch.tensor([2.0 - 0.25 * (1 + 0.2), -4.0 - 0.25 * (-0.4)])):
+        return [f"with weight_decay=0.1, lr=0.5 and lr_scale=0.5, gradient (1, 0) and w = (2, -4), a step gave "
+                f"{half.tolist()}; expected w - lr * lr_scale * (gradient + weight_decay * w) = (1.7, -3.9): the "
+                "whole update, decay included, uses the rate lr * lr_scale (scaling the gradient instead leaves "
+                "the decay unscaled)"]
+    return []
 
 
 @PART.prop("from the switch on, averaged() swaps in the mean of the iterates since the switch and restores the live "

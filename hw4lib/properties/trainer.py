@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hw4lib.properties.core import Part, attempt, close, failed, generator, init_uniform_, shape_of
+from hw4lib.properties.core import Part, attempt, close, failed, generator, init_uniform_, knock_on, shape_of
 
 # --- AR and TAR --------------------------------------------------------------------------------------------
 
@@ -190,6 +190,19 @@ def step_inputs(seed: int) -> dict:
             "targets": torch.randint(0, V, (9, 4), generator=gen), "seq_len": 9, "bptt": 12}
 
 
+def _pairs(hidden: Any) -> list | None:
+    """The hidden state as [[h, c], ...] (detached copies), from any sequence of per-layer sequences of tensors
+    (lists, tuples, the tuples of the authors' repackage_hidden); ``None`` for anything else."""
+    if not isinstance(hidden, (list, tuple)):
+        return None
+    pairs = []
+    for layer in hidden:
+        if not isinstance(layer, (list, tuple)) or not all(isinstance(t, torch.Tensor) for t in layer):
+            return None
+        pairs.append(list(layer))
+    return pairs
+
+
 def observe_step(c: Any, inp: dict) -> dict:
     x, y = inp["inputs"], inp["targets"]
 
@@ -206,10 +219,11 @@ def observe_step(c: Any, inp: dict) -> dict:
                                clip=0.25)
         loss, hidden = result if isinstance(result, (tuple, list)) and len(result) == 2 else (result, None)
         scalar = isinstance(loss, (int, float)) or (isinstance(loss, torch.Tensor) and loss.numel() == 1)
+        pairs = _pairs(hidden)
         return {"loss": float(loss) if scalar else None, "loss_type": type(loss).__name__,
-                "result_type": type(result).__name__,
-                "hidden": [[t.detach().clone() for t in h] for h in hidden] if isinstance(hidden, list) else None,
-                "hidden_attached": isinstance(hidden, list) and any(t.requires_grad for h in hidden for t in h),
+                "loss_is_float": isinstance(loss, float), "result_type": type(result).__name__,
+                "hidden": None if pairs is None else [[t.detach().clone() for t in h] for h in pairs],
+                "hidden_attached": pairs is not None and any(t.requires_grad for h in pairs for t in h),
                 "calls": model.calls, "events": model.events, "steps": opt.steps}
 
     def penalties(alpha: float, beta: float) -> Any:
@@ -240,12 +254,13 @@ def returns_cross_entropy(inp: dict, obs: dict) -> list[str]:
     error, m = _main(obs)
     if error:
         return [error]
-    if m["result_type"] not in ("tuple", "list") or m["hidden"] is None:
-        return [f"train_batch returned {m['result_type']}; it must return (loss as a float, hidden)"]
+    if m["hidden"] is None:
+        return [f"train_batch returned {m['result_type']}; it must return (loss as a float, hidden), hidden being "
+                "one (h, c) per layer"]
     logits = m["calls"][0]["logits"]
     ce = float(F.cross_entropy(logits.reshape(-1, logits.size(-1)), inp["targets"].reshape(-1)))
     problems = []
-    if m["loss_type"] != "float":
+    if not m["loss_is_float"]:
         problems.append(f"the loss is a {m['loss_type']}; return loss.item(), a Python float")
     if m["loss"] is None or abs(m["loss"] - ce) > 1e-4 * max(1.0, ce):
         problems.append(f"the returned loss is {m['loss']} but the cross-entropy of this batch is {ce:.4f}: return "
@@ -295,7 +310,7 @@ def one_step(inp: dict, obs: dict) -> list[str]:
 def clipped(inp: dict, obs: dict) -> list[str]:
     error, m = _main(obs)
     if error or len(m["steps"]) != 1:
-        return [error or "cannot be checked without exactly one optimizer step"]
+        return [error or knock_on("cannot be checked without exactly one optimizer step")]
     grads = m["steps"][0]["grads"]
     norm = float(torch.norm(torch.stack([g.double().norm() for g in grads])))
     if norm == 0:
