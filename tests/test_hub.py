@@ -256,7 +256,7 @@ def grade_alice(hub: Hub, config: Path) -> dict[str, dict[str, Any]]:
     root = hub.course_root
     grade_collected(root, config, sys.executable, server_environment(hub, INSTRUCTOR),
                     lambda argv: run_in_server(hub, INSTRUCTOR, argv, root))
-    return json.loads((root / course_setup.VERDICTS / f"{STUDENT}.json").read_text())
+    return json.loads((root / course_setup.VERDICTS / f"{STUDENT}.json").read_text())["parts"]
 
 
 def confirm(frame: Any, message: str, timeout_ms: int = 180_000) -> None:
