@@ -401,7 +401,8 @@ def weight_drop_heatmaps(WeightDrop: type, hidden: int = 12, p: float = 0.5, see
 
 
 def time_lstm(seq_len: int = 70, batch: int = 20, size: int = 256, repeats: int = 3) -> dict[str, float]:
-    """Seconds per forward+backward: a Python loop of LSTMCell steps against one fused nn.LSTM call."""
+    """Seconds per forward+backward (the fastest of ``repeats``): a Python loop of LSTMCell steps against one fused
+    nn.LSTM call."""
     torch.manual_seed(0)
     lstm = nn.LSTM(size, size)
     cell = nn.LSTMCell(size, size)
@@ -421,10 +422,12 @@ def time_lstm(seq_len: int = 70, batch: int = 20, size: int = 256, repeats: int 
     timings = {}
     for name, run in (("per-timestep loop (LSTMCell)", loop), ("fused nn.LSTM", fused)):
         run()  # warm up
-        start = time.perf_counter()
+        seconds = []
         for _ in range(repeats):
+            start = time.perf_counter()
             run()
-        timings[name] = (time.perf_counter() - start) / repeats
+            seconds.append(time.perf_counter() - start)
+        timings[name] = min(seconds)  # the fastest repeat: what the code costs, not what else the machine did
     return timings
 
 
