@@ -126,6 +126,10 @@ def test_locked_mask_shared_across_batch_and_unscaled():
     assert any("not rescaled" in m for m in locked_mask_problems(*mask_picture(0.5, False, False), 0.5, "d"))
     x, y = mask_picture(0.3, False, True)  # a mask drawn with rate 0.3 where 0.5 was asked for
     assert any("right rate" in m for m in locked_mask_problems(x, y, 0.5, "d"))
+    x, _ = mask_picture(0.5, False, True)
+    assert any("nothing was dropped" in m for m in locked_mask_problems(x, x.clone(), 0.5, "d"))  # no dropout
+    x, y = mask_picture(0.5, False, True)
+    assert any("taken before this dropout" in m for m in locked_mask_problems(y, y, 0.5, "d"))  # input already dropped
 
 
 def test_locked_dropout_on_in_eval(ref):

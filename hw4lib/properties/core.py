@@ -174,7 +174,14 @@ def as_mask_problems(mask: torch.Tensor, p: float, what: str) -> list[str]:
     dropped = mask.abs() <= 1e-6
     if bool((kept | dropped).all()):
         return []
-    if bool(((mask - 1).abs() <= 1e-4).logical_or(dropped).all()):
+    if bool(mask.isnan().any()):  # 0/0: the "input" already holds the zeros of the dropout
+        return [f"{what}: the input already holds zeros where the output was dropped (0/0): it must be taken "
+                "before this dropout is applied (a layer's raw output, not its dropped one)"]
+    unchanged = (mask - 1).abs() <= 1e-4
+    if bool(unchanged.all()) and p > 0:
+        return [f"{what}: nothing was dropped (every value passed through unchanged): this dropout (p = {p:g}) is "
+                "not applied here"]
+    if bool(unchanged.logical_or(dropped).all()):
         return [f"{what}: kept values are not rescaled; multiply the survivors by 1/(1-p) = {scale:.4g}"]
     kept_values = mask[~dropped]
     if kept_values.numel() and bool(((kept_values - kept_values[0]).abs() <= 1e-4 * kept_values[0].abs()).all()) \

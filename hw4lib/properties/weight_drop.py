@@ -270,7 +270,7 @@ def survives_copies(inp: dict, obs: dict) -> list[str]:
         return [knock_on("cannot be checked until an eval-mode forward runs (see above)")]
     reference = e["out"]
     problems = []
-    for key, what in (("switched", "after 10 train/eval switches"), ("deepcopy", "copy.deepcopy"),
+    for key, what in (("switched", "10 train/eval switches"), ("deepcopy", "copy.deepcopy"),
                       ("state_dict", "a state_dict round trip"), ("moved", ".double() (as .to() would)")):
         value = obs[key]
         if failed(value):
