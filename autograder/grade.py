@@ -355,6 +355,8 @@ def judge_share(submissions: Path, out: Path, *, config_path: Path | None = None
     config = load_config(config_path)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    # A manifest left by an earlier run would vouch for this run's files if it died half way: gone until the end.
+    (out / shards.MANIFEST).unlink(missing_ok=True)
     seed = secrets.randbelow(2**31) if seed is None else seed
     students = list_students(submissions, log)
     mine = shard.take(students)

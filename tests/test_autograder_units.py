@@ -294,6 +294,17 @@ def test_merge_refuses_other_seeds_configs_and_submission_sets(tmp_path):
     assert "different seeds" in everything and "another config file" in everything
 
 
+def test_a_shard_that_dies_leaves_no_manifest(tmp_path):
+    """An earlier run's shard.json must not vouch for the files of a run that did not finish."""
+    from autograder import grade, shards
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / shards.MANIFEST).write_text("{}")
+    with pytest.raises(FileNotFoundError):  # dies before grading anybody: no such submissions folder
+        grade.judge_share(tmp_path / "no-submissions", tmp_path / "out", shard=shards.Shard(0, 2), seed=1)
+    assert not (tmp_path / "out" / shards.MANIFEST).exists()
+
+
 def test_grade_refuses_a_shard_without_a_seed():
     from autograder.__main__ import main
 
