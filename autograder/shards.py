@@ -125,7 +125,8 @@ def check(shards: list[tuple[Path, dict]], students: list[str], config: Config, 
         if indices != list(range(count)):
             missing = sorted(set(range(count)) - set(indices))
             twice = sorted({i for i in indices if indices.count(i) > 1})
-            problems.append(f"need each of the shards 0..{count - 1} once: missing {missing}, given twice {twice}")
+            said = [f"missing {missing}" if missing else "", f"given twice {twice}" if twice else ""]
+            problems.append(f"need each of the shards 0..{count - 1} once: " + "; ".join(s for s in said if s))
     for folder, shard, m in parsed:
         if m["students"] != students:
             gone, new = sorted(set(m["students"]) - set(students)), sorted(set(students) - set(m["students"]))

@@ -122,7 +122,7 @@ def test_merge_refuses_shards_that_do_not_belong_together(runs, tmp_path):
     """Refused before nbgrader runs: a missing shard, a shard listed twice, a submission changed since its shard
     judged it. (Seeds, configs and submission sets that differ: tests/test_autograder_units.py.)"""
     subs, parts, config = runs["subs"], runs["shards"], runs["config"]
-    with pytest.raises(shards.ShardMismatch, match=r"missing \[2\], given twice \[0\]"):
+    with pytest.raises(shards.ShardMismatch, match=r"missing \[2\]; given twice \[0\]"):
         grade.merge([parts[0], parts[1], parts[0]], subs, tmp_path / "a", config_path=config)
     changed = tmp_path / "subs"
     shutil.copytree(subs, changed)
