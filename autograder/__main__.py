@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows = merge(args.shards, args.submissions, args.out, config_path=args.config, seed=args.seed,
                              source=args.source)
         except ShardMismatch as err:
-            print(f"refusing to merge:\n{err}", file=sys.stderr)
+            print(f"refusing to record these verdicts:\n{err}", file=sys.stderr)
             return 2
         print_totals(rows)
         print("\n".join(summary(args.out.resolve(), sorted({row["student"] for row in rows}))))

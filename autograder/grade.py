@@ -128,7 +128,21 @@ def part_watchdog(parts: list[str], received: dict, limits: dict):
     return watchdog
 
 
-Probed = tuple[dict | None, str | None, str | None]  # (observation, failure, why the probe was stopped)
+Probed = tuple[dict | None, str | None, str | None]  # (observation, failure, why the part's code was stopped)
+
+# How autograder/probe.py reports a limit that the part's code ran into while the probe lived on: the output cap
+# (RLIMIT_FSIZE: the write fails with EFBIG) or the address space (RLIMIT_AS: MemoryError). The text is the probe's,
+# or a student's imitating it, which can only put their own name in the summary.
+REPORTED_LIMITS = {"your code printed more output than the limit allows": "output", "MemoryError": "memory"}
+
+
+def limit_reported(obs: dict) -> str | None:
+    """"output" or "memory" when the probe reports that the part's code ran into that limit, else None (for the
+    summary only: the verdict comes from the judge as always)."""
+    error = obs.get("error") if isinstance(obs, dict) else None
+    if not isinstance(error, str):
+        return None
+    return next((kind for start, kind in REPORTED_LIMITS.items() if error.startswith(start)), None)
 
 
 def probe_submission(sub: Path, work: Path, config: Config, seed: int, runtime: Path,
@@ -137,7 +151,8 @@ def probe_submission(sub: Path, work: Path, config: Config, seed: int, runtime: 
 
     The sandbox gets nothing it can write outside itself: the submission and the request (``work/in``) are bound
     read-only, and results come back through a pipe (``autograder.results``). Returns {part: (observation or None,
-    failure or None, why the probe was stopped at this part or None)}; "channel" when its results were unusable.
+    failure or None, why the part's code was stopped or None)}: a limit (``report.LIMITS``; the probe died, or it
+    reported the output or memory limit), "crashed" or "exited", or "channel" when its results were unusable.
     """
     limits = config.limits
     in_dir, subcopy = work / "in", work / "sub"
@@ -175,7 +190,8 @@ def probe_submission(sub: Path, work: Path, config: Config, seed: int, runtime: 
                 found[part] = (None, receiver.problem, "channel") if receiver.problem else (None, why, kind)
                 break
             try:
-                found[part] = (results.decode(payload), None, None)
+                obs = results.decode(payload)
+                found[part] = (obs, None, limit_reported(obs))
             except results.BadObservation as err:
                 found[part] = (None, f"the grader could not use this part's result: {err}", None)
         remaining = [] if failed_at is None else parts_now[failed_at + 1:]

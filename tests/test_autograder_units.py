@@ -331,6 +331,16 @@ def test_why_a_probe_was_stopped_is_sorted_into_limits_and_failures(tmp_path):
     assert set(LIMITS) == {"time", "memory", "processes", "output"}
 
 
+def test_limits_the_probe_reports_are_recognised():
+    from autograder.grade import limit_reported
+
+    assert limit_reported({"error": "your code printed more output than the limit allows (it was stopped there)"}) \
+        == "output"
+    assert limit_reported({"error": "MemoryError: ", "traceback": "..."}) == "memory"
+    for obs in ({"error": "ValueError: MemoryError"}, {"values": [1]}, {"error": ["MemoryError"]}, None):
+        assert limit_reported(obs) is None
+
+
 def test_summary_counts_failures_and_limits_and_names_the_slowest(tmp_path):
     from autograder.report import summary
 
