@@ -6,6 +6,10 @@ sandbox cannot see them. Then nbgrader's own ``autograde`` runs once for everybo
 ``InjectVerdicts`` preprocessor in place of the kernel: it writes each verdict into its hidden-test cell and
 nbgrader's ``SaveAutoGrades`` records the score, so the gradebook is written by nbgrader, by one process.
 Finally ``generate_feedback`` and a CSV read back from the gradebook.
+
+The two halves are two functions: ``judge_share`` (probe and judge, for all students or for one shard of them on
+one machine of many) and ``merge`` (checks the shards belong together, gathers their verdicts, runs nbgrader once:
+``record_grades``). ``grade_all`` is the one shard of a class merged on its own folder (``autograder/shards.py``).
 """
 
 from __future__ import annotations
@@ -20,15 +24,16 @@ import shutil
 import signal
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import nbformat
 import torch
 
-from autograder import course, judge, model_file, results, sandbox, untrusted_files
+from autograder import course, judge, model_file, report, results, sandbox, shards, untrusted_files
 from autograder.config import Config
 from autograder.config import load as load_config
+from autograder.shards import WHOLE, Shard
 from hw4lib import cpu_runtime
 
 RUNTIME_FILES = ("probe.py", "results.py")
@@ -74,26 +79,28 @@ def copy_submission(src: Path, dest: Path, notebooks: list[str]) -> None:
     untrusted_files.copy_regular(src / "model.pt", dest / "model.pt", model_file.MAX_MB * 2**20)
 
 
-def _death(outcome: sandbox.Outcome, limits: dict, log: Path) -> str:
-    """Why the probe process ended without finishing a part, in words a student can act on."""
+def _death(outcome: sandbox.Outcome, limits: dict, log: Path) -> tuple[str, str]:
+    """Why the probe process ended without finishing a part: (a kind for the summary, one of ``report.LIMITS`` or
+    "crashed" / "exited"; the words a student can act on)."""
     if outcome.killed:
-        return outcome.killed
+        return "time", outcome.killed
     if outcome.limit_hit == "memory":
-        return (f"your code's processes used more than {limits['memory_mb']} MB of memory together (files in /tmp "
-                "count too); the process was stopped")
+        return "memory", (f"your code's processes used more than {limits['memory_mb']} MB of memory together (files "
+                          "in /tmp count too); the process was stopped")
     if outcome.limit_hit == "processes":
-        return (f"your code started more than {sandbox.Limits.from_config(limits).processes} processes or threads; "
-                "the process was stopped")
+        return "processes", (f"your code started more than {sandbox.Limits.from_config(limits).processes} processes "
+                             "or threads; the process was stopped")
     code = outcome.returncode or 0
     if code == -signal.SIGXFSZ:
-        return f"your code printed more than {limits['file_mb']} MB of output; the process was stopped"
+        return "output", f"your code printed more than {limits['file_mb']} MB of output; the process was stopped"
     if code in (-signal.SIGXCPU, -signal.SIGKILL):  # RLIMIT_CPU: soft limit, then hard
-        return f"your code used more than {limits['cpu_s']} s of CPU time (or was killed); the process was stopped"
+        return "time", (f"your code used more than {limits['cpu_s']} s of CPU time (or was killed); the process was "
+                        "stopped")
     if code < 0:
-        return (f"the process crashed with signal {signal.Signals(-code).name}; often this is running out of "
-                f"memory (limit {limits['memory_mb']} MB)")
+        return "crashed", (f"the process crashed with signal {signal.Signals(-code).name}; often this is running out "
+                           f"of memory (limit {limits['memory_mb']} MB)")
     tail = log.read_bytes()[-600:].decode("utf-8", "replace") if log.exists() else ""
-    return f"the process exited with code {code} (sys.exit or os._exit in your code?)\n{tail}".strip()
+    return "exited", f"the process exited with code {code} (sys.exit or os._exit in your code?)\n{tail}".strip()
 
 
 def part_watchdog(parts: list[str], received: dict, limits: dict):
@@ -121,13 +128,31 @@ def part_watchdog(parts: list[str], received: dict, limits: dict):
     return watchdog
 
 
+Probed = tuple[dict | None, str | None, str | None]  # (observation, failure, why the part's code was stopped)
+
+# How autograder/probe.py reports a limit that the part's code ran into while the probe lived on: the output cap
+# (RLIMIT_FSIZE: the write fails with EFBIG) or the address space (RLIMIT_AS: MemoryError). The text is the probe's,
+# or a student's imitating it, which can only put their own name in the summary.
+REPORTED_LIMITS = {"your code printed more output than the limit allows": "output", "MemoryError": "memory"}
+
+
+def limit_reported(obs: dict) -> str | None:
+    """"output" or "memory" when the probe reports that the part's code ran into that limit, else None (for the
+    summary only: the verdict comes from the judge as always)."""
+    error = obs.get("error") if isinstance(obs, dict) else None
+    if not isinstance(error, str):
+        return None
+    return next((kind for start, kind in REPORTED_LIMITS.items() if error.startswith(start)), None)
+
+
 def probe_submission(sub: Path, work: Path, config: Config, seed: int, runtime: Path,
-                     windows: dict) -> dict[str, tuple[dict | None, str | None]]:
+                     windows: dict) -> dict[str, Probed]:
     """Runs the probe until every part has a result or a failure; a part that hangs or crashes costs only itself.
 
     The sandbox gets nothing it can write outside itself: the submission and the request (``work/in``) are bound
     read-only, and results come back through a pipe (``autograder.results``). Returns {part: (observation or None,
-    failure or None)}.
+    failure or None, why the part's code was stopped or None)}: a limit (``report.LIMITS``; the probe died, or it
+    reported the output or memory limit), "crashed" or "exited", or "channel" when its results were unusable.
     """
     limits = config.limits
     in_dir, subcopy = work / "in", work / "sub"
@@ -138,7 +163,7 @@ def probe_submission(sub: Path, work: Path, config: Config, seed: int, runtime: 
     torch.save(windows, in_dir / "consistency.pt")
     copy_submission(sub, subcopy, graded_notebooks(config))
     remaining = [p.name for p in config.parts]
-    found: dict[str, tuple[dict | None, str | None]] = {}
+    found: dict[str, Probed] = {}
     launch = 0
     while remaining:
         launch += 1
@@ -161,12 +186,14 @@ def probe_submission(sub: Path, work: Path, config: Config, seed: int, runtime: 
             payload = receiver.payloads.get(part)
             if payload is None:
                 failed_at = index
-                found[part] = (None, receiver.problem or _death(outcome, limits, work / f"probe-{launch}.log"))
+                kind, why = _death(outcome, limits, work / f"probe-{launch}.log")
+                found[part] = (None, receiver.problem, "channel") if receiver.problem else (None, why, kind)
                 break
             try:
-                found[part] = (results.decode(payload), None)
+                obs = results.decode(payload)
+                found[part] = (obs, None, limit_reported(obs))
             except results.BadObservation as err:
-                found[part] = (None, f"the grader could not use this part's result: {err}")
+                found[part] = (None, f"the grader could not use this part's result: {err}", None)
         remaining = [] if failed_at is None else parts_now[failed_at + 1:]
     return found
 
@@ -182,14 +209,15 @@ def grade_student(sub: Path, work: Path, config: Config, seed: int, runtime: Pat
     measured = judge.measure_perplexity(ckpt, unusable, slices["valid"], slices["test"], config)
     verdicts = []
     for part in config.parts:
-        obs, failure = results[part.name]
+        obs, failure, _ = results[part.name]
         if part.name == "val_perplexity":
             verdicts.append(judge.judge_val_perplexity(part, obs, failure, measured, config))
         else:
             verdicts.append(judge.judge_part(part, obs, seed, failure))
     payload = {"seed": seed, "seconds": round(time.monotonic() - start, 2),
                "perplexity": {"valid": measured.valid, "test": measured.test},
-               "submission": judged_files(work, config), "verdicts": {v.part: v.as_dict() for v in verdicts}}
+               "submission": judged_files(work, config), "verdicts": {v.part: v.as_dict() for v in verdicts},
+               "stopped": {part: kind for part, (_, _, kind) in results.items() if kind}}
     (work / "verdicts.json").write_text(json.dumps(payload, indent=1))
     return verdicts
 
@@ -323,48 +351,73 @@ def enforce_scores(root: Path, verdicts: dict[str, dict], config: Config) -> lis
     return fixes
 
 
-def grade_all(submissions: Path, out: Path, *, config_path: Path | None = None, source: Path | None = None,
-              workers: int | None = None, seed: int | None = None, log=print) -> list[dict]:
-    """Grades every ``submissions/<student>/`` and writes ``out/grades.csv`` and ``out/feedback/``."""
-    config = load_config(config_path)
-    out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    seed = secrets.randbelow(2**31) if seed is None else seed
+def list_students(submissions: Path, log=print) -> list[str]:
+    """The student ids of ``submissions/<id>/`` folders (no links), sorted; invalid ids are skipped, and said."""
     students = sorted(p.name for p in Path(submissions).iterdir() if p.is_dir() and not p.is_symlink())
     for bad in [s for s in students if not STUDENT_ID.match(s)]:
         log(f"skipping {bad!r}: not a valid student id")
-    students = [s for s in students if STUDENT_ID.match(s)]
-    # InjectVerdicts checks each verdict against the files it was judged on: here, the folder just graded
+    return [s for s in students if STUDENT_ID.match(s)]
+
+
+def judge_share(submissions: Path, out: Path, *, config_path: Path | None = None, shard: Shard = WHOLE,
+                workers: int | None = None, seed: int | None = None, progress: bool | None = None,
+                log=print) -> dict:
+    """The probe and the judge for ``shard``'s students (all of them for ``WHOLE``), in parallel threads.
+
+    Writes each student's ``out/work/<student>/verdicts.json`` and verdict record
+    ``out/course/verdicts/<student>.json``, then ``out/shard.json`` (``shards.write_manifest``); returns that
+    manifest. No nbgrader here: ``merge`` runs it once.
+    """
+    config = load_config(config_path)
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    # A manifest left by an earlier run would vouch for this run's files if it died half way: gone until the end.
+    (out / shards.MANIFEST).unlink(missing_ok=True)
+    seed = secrets.randbelow(2**31) if seed is None else seed
+    students = list_students(submissions, log)
+    mine = shard.take(students)
+    runtime = prepare_runtime(out / "work" / "_runtime")
+    groups, how = sandbox.control_groups()
+    log(f"limits per submission: {how}" if groups else
+        f"WARNING: limits per process only ({how}); see `python -m autograder doctor`")
+    if shard != WHOLE:
+        log(f"shard {shard}: {len(mine)} of {len(students)} submissions, seed {seed}")
+    slices = grading_slices(config)
+    workers = workers or int(config.grading.get("workers") or 0) or os.cpu_count() or 1
+    torch.set_num_threads(1)
+    cpu_runtime.tune_malloc()  # the judge's perplexity runs here; the sandboxed probe keeps glibc's defaults
+
+    def one(student: str) -> str:
+        """Grades one student, writes both of its files, and returns the line that reports it."""
+        t0 = time.monotonic()
+        work = out / "work" / student
+        verdicts = grade_student(submission_folder(submissions, student), work, config, seed, runtime, slices)
+        record = shards.record_path(out, student)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(verdict_record(verdicts, work, config)))
+        total = sum(v.score for v in verdicts)
+        return f"{student}: {total:g} / {sum(v.points for v in verdicts):g} ({time.monotonic() - t0:.1f} s)"
+
+    with report.progress(len(mine), progress, log) as (advance, say), ThreadPoolExecutor(max_workers=workers) as pool:
+        for done in as_completed([pool.submit(one, student) for student in mine]):
+            say(done.result())
+            advance()
+    return shards.write_manifest(out, shard, seed, config, students)
+
+
+def record_grades(submissions: Path, out: Path, students: list[str], config: Config, source: Path | None = None,
+                  log=print) -> list[dict]:
+    """nbgrader's part, once for the class: the course, autograde with the verdict records found in
+    ``out/course/verdicts/`` (``InjectVerdicts``), feedback, and ``out/grades.csv`` read back from the gradebook."""
+    # InjectVerdicts checks each verdict against the files it was judged on: here, the folder that was graded
     settings = (f"c.InjectVerdicts.config_path = {str(config.path)!r}\n"
                 f"c.InjectVerdicts.submitted_dir = {str(Path(submissions).resolve())!r}")
     root = course.make_course(out / "course", notebooks=source, extra_config=settings, config=config)
     result = course.nbgrader(root, "generate_assignment", course.ASSIGNMENT, "--force", check=False)
     if result.returncode != 0:
         raise RuntimeError(f"nbgrader generate_assignment failed:\n{result.stdout}\n{result.stderr}")
-    runtime = prepare_runtime(out / "work" / "_runtime")
-    groups, how = sandbox.control_groups()
-    log(f"limits per submission: {how}" if groups else
-        f"WARNING: limits per process only ({how}); see `python -m autograder doctor`")
-    slices = grading_slices(config)
-    workers = workers or int(config.grading.get("workers") or 0) or os.cpu_count() or 1
-    torch.set_num_threads(1)
-    cpu_runtime.tune_malloc()  # the judge's perplexity runs here; the sandboxed probe keeps glibc's defaults
-
-    def one(student: str) -> tuple[str, dict]:
-        t0 = time.monotonic()
-        verdicts = grade_student(submission_folder(submissions, student), out / "work" / student, config, seed,
-                                 runtime, slices)
-        total = sum(v.score for v in verdicts)
-        log(f"{student}: {total:g} / {sum(v.points for v in verdicts):g} ({time.monotonic() - t0:.1f} s)")
-        return student, verdict_record(verdicts, out / "work" / student, config)
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        records = dict(pool.map(one, students))
-    verdicts = {student: record["parts"] for student, record in records.items()}
-    verdict_dir = root / "verdicts"
-    verdict_dir.mkdir(exist_ok=True)
-    for student, record in records.items():
-        (verdict_dir / f"{student}.json").write_text(json.dumps(record))
+    verdicts = {s: json.loads(shards.record_path(out, s).read_text())["parts"] for s in students}
+    for student in students:
         place_submission(submission_folder(submissions, student), root, student, root / "source" / course.ASSIGNMENT,
                          root / "release" / course.ASSIGNMENT)
     result = course.nbgrader(root, "autograde", course.ASSIGNMENT, "--create", "--force", check=False)
@@ -385,6 +438,48 @@ def grade_all(submissions: Path, out: Path, *, config_path: Path | None = None, 
         writer.writeheader()
         writer.writerows(rows)
     return rows
+
+
+def stale_verdicts(submissions: Path, out: Path, students: list[str]) -> list[str]:
+    """Students whose files in ``submissions`` are not the ones their verdict record was judged on."""
+    stale = []
+    for student in students:
+        judged = json.loads(shards.record_path(out, student).read_text())["submission"]
+        if submission_digest(submission_folder(submissions, student), judged["files"]) != judged["sha256"]:
+            stale.append(student)
+    return stale
+
+
+def merge(shard_dirs: list[Path], submissions: Path, out: Path, *, config_path: Path | None = None,
+          seed: int | None = None, source: Path | None = None, log=print) -> list[dict]:
+    """Checks that ``shard_dirs`` are the shards 0..N-1 of one grading of ``submissions`` (same seed, ``seed`` if
+    given; same config, same students, same files), gathers their verdicts into ``out`` and runs nbgrader's part
+    once."""
+    config = load_config(config_path)
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    found = shards.read_manifests(shard_dirs)
+    students = list_students(submissions, log=lambda _: None)  # the shards said it when they listed them
+    seed = shards.check(found, students, config, seed)
+    shards.gather(found, out)
+    stale = stale_verdicts(submissions, out, students)
+    if stale:
+        raise shards.ShardMismatch(
+            "these students' files differ from the ones their shard judged (collected again since?): "
+            f"{', '.join(stale[:10])}{f' and {len(stale) - 10} more' if len(stale) > 10 else ''}; "
+            "grade their shards again")
+    if len(found) > 1:
+        log(f"merged {len(found)} shards: {len(students)} submissions, seed {seed}")
+    return record_grades(submissions, out, students, config, source, log)
+
+
+def grade_all(submissions: Path, out: Path, *, config_path: Path | None = None, source: Path | None = None,
+              workers: int | None = None, seed: int | None = None, progress: bool | None = None,
+              log=print) -> list[dict]:
+    """Grades every ``submissions/<student>/`` and writes ``out/grades.csv`` and ``out/feedback/``: the whole class
+    as one shard, merged on its own folder (the path ``grade --shard`` and ``merge`` take on several machines)."""
+    judge_share(submissions, out, config_path=config_path, workers=workers, seed=seed, progress=progress, log=log)
+    return merge([out], submissions, out, config_path=config_path, seed=seed, source=source, log=log)
 
 
 def grade_one(submission: Path, work: Path, verdicts_file: Path, config_path: Path | None = None) -> dict:

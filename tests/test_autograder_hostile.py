@@ -143,6 +143,20 @@ def test_hostile_limits_are_enforced_per_submission(graded):
     assert "exited with code 0" in message("link_theft", "data_loader")
 
 
+def test_the_summary_names_who_went_over_a_limit(graded):
+    """The end of `grade`'s output: the limits each submission ran into, whether they ended the probe (the time
+    limit) or the probe reported them (output, memory); never the reference."""
+    lines = graded["stdout"].splitlines()
+    assert f"graded: {len(GRADED)} of {len(GRADED)} submissions" in lines
+    over = next(line for line in lines if line.startswith("over a limit"))
+    died = next(line for line in lines if line.startswith("failed to run"))
+    assert "infinite_loop (train_batch: time)" in over
+    assert "output_flood (prediction_generation: output)" in over
+    assert "memory_bomb (nt_asgd: memory)" in over
+    assert "reference" not in over and "reference" not in died
+    assert any(line.startswith("slowest: ") and line.count(" s") == 5 for line in lines)
+
+
 def test_failures_are_explained_and_contained(graded):
     def message(student, part):
         path = graded["out"] / "work" / student / "verdicts.json"

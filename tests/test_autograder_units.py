@@ -226,3 +226,147 @@ def test_doctor_says_what_is_enforced():
     rows = sandbox.doctor()
     assert rows[0][1], rows  # the sandbox itself works here (CI and developers' machines)
     assert len(rows) == 3 and all(how for _, _, how in rows)
+
+
+# --- sharding, the merge's checks, and what the instructor is shown ----------------------------------------------
+
+def test_shards_split_a_class_evenly_by_sorted_id():
+    from autograder.shards import Shard
+
+    students = [f"s{i:02d}" for i in range(10)][::-1]  # the order given does not matter
+    shares = [Shard.parse(f"{i}/3").take(students) for i in range(3)]
+    assert [len(s) for s in shares] == [4, 3, 3]
+    assert sorted(sum(shares, [])) == sorted(students)
+    assert shares[1] == ["s01", "s04", "s07"]
+    assert str(Shard(2, 3)) == "2/3" and Shard.parse("0/1").take(students) == sorted(students)
+    for bad in ("3/3", "-1/3", "1", "a/b", "0/0"):
+        with pytest.raises(ValueError):
+            Shard.parse(bad)
+
+
+def _fake_shard(folder: Path, shard: str, seed: int, config, students: list[str]) -> Path:
+    """A shard's folder as ``grade --shard`` leaves it: a verdict record and a judge's record per student, then the
+    manifest."""
+    from autograder import shards
+
+    mine = shards.Shard.parse(shard).take(students)
+    for student in mine:
+        for path in (shards.record_path(folder, student), shards.work_path(folder, student)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"student": student}))
+    shards.write_manifest(folder, shards.Shard.parse(shard), seed, config, students)
+    return folder
+
+
+def test_merge_refuses_other_seeds_configs_and_submission_sets(tmp_path):
+    """Which shards the merge refuses, each with its reason (and all reasons at once); the real merge of real shards
+    and a changed submission: tests/test_grading_determinism.py."""
+    from autograder import shards
+
+    config = load_config()
+    students = ["ann", "bob", "cid", "dee"]
+    good = [_fake_shard(tmp_path / f"ok{i}", f"{i}/2", 7, config, students) for i in range(2)]
+    assert shards.check(shards.read_manifests(good), students, config) == 7
+    with pytest.raises(shards.ShardMismatch, match="seed 7, not the --seed 8 given"):
+        shards.check(shards.read_manifests(good), students, config, seed=8)
+
+    def refused(folders: list[Path], *, with_students=students, with_config=config) -> str:
+        with pytest.raises(shards.ShardMismatch) as err:
+            shards.check(shards.read_manifests(folders), with_students, with_config)
+        return str(err.value)
+
+    other_seed = _fake_shard(tmp_path / "seed", "1/2", 8, config, students)
+    assert "different seeds" in refused([good[0], other_seed])
+    other_text = tmp_path / "other.toml"
+    other_text.write_text(config.path.read_text().replace("points = 10", "points = 10.0", 1))
+    assert "another config file" in refused(good, with_config=load_config(other_text))
+    other_set = _fake_shard(tmp_path / "set", "1/2", 7, config, [*students, "eve"])
+    said = refused([good[0], other_set])
+    assert "another submission set" in said and "eve" in said
+    assert "need each of the shards 0..1 once: missing [1]" in refused([good[0]])
+    assert "split the class differently" in refused([good[0], _fake_shard(tmp_path / "n3", "1/3", 7, config,
+                                                                          students)])
+    (tmp_path / "ok1" / "work" / "dee" / "verdicts.json").unlink()
+    assert "dee has no work/dee/verdicts.json" in refused(good)
+    (tmp_path / "unfinished").mkdir()
+    assert "did not finish" in refused([good[0], tmp_path / "unfinished"])
+    everything = refused([good[0], other_seed], with_config=load_config(other_text))
+    assert "different seeds" in everything and "another config file" in everything
+
+
+def test_a_shard_that_dies_leaves_no_manifest(tmp_path):
+    """An earlier run's shard.json must not vouch for the files of a run that did not finish."""
+    from autograder import grade, shards
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / shards.MANIFEST).write_text("{}")
+    with pytest.raises(FileNotFoundError):  # dies before grading anybody: no such submissions folder
+        grade.judge_share(tmp_path / "no-submissions", tmp_path / "out", shard=shards.Shard(0, 2), seed=1)
+    assert not (tmp_path / "out" / shards.MANIFEST).exists()
+
+
+def test_grade_refuses_a_shard_without_a_seed():
+    from autograder.__main__ import main
+
+    with pytest.raises(SystemExit) as err:
+        main(["grade", "--submissions", ".", "--out", "out", "--shard", "0/2"])
+    assert err.value.code == 2
+
+
+def test_why_a_probe_was_stopped_is_sorted_into_limits_and_failures(tmp_path):
+    import signal
+
+    from autograder.grade import _death
+    from autograder.report import LIMITS
+
+    limits = {"memory_mb": 1, "file_mb": 1, "cpu_s": 1, "processes": 8, "threads": 1, "tmp_mb": 8}
+    cases = {"time": sandbox.Outcome(None, "stopped after 15 s", 1.0),
+             "memory": sandbox.Outcome(-9, None, 1.0, "memory"),
+             "processes": sandbox.Outcome(-9, None, 1.0, "processes"),
+             "output": sandbox.Outcome(-signal.SIGXFSZ, None, 1.0),
+             "crashed": sandbox.Outcome(-signal.SIGSEGV, None, 1.0),
+             "exited": sandbox.Outcome(3, None, 1.0)}
+    for kind, outcome in cases.items():
+        assert _death(outcome, limits, tmp_path / "no-log")[0] == kind
+    assert set(LIMITS) == {"time", "memory", "processes", "output"}
+
+
+def test_limits_the_probe_reports_are_recognised():
+    from autograder.grade import limit_reported
+
+    assert limit_reported({"error": "your code printed more output than the limit allows (it was stopped there)"}) \
+        == "output"
+    assert limit_reported({"error": "MemoryError: ", "traceback": "..."}) == "memory"
+    for obs in ({"error": "ValueError: MemoryError"}, {"values": [1]}, {"error": ["MemoryError"]}, None):
+        assert limit_reported(obs) is None
+
+
+def test_summary_counts_failures_and_limits_and_names_the_slowest(tmp_path):
+    from autograder.report import summary
+
+    stopped = {"ann": {}, "bob": {"nt_asgd": "memory", "train_batch": "time"}, "cid": {"data_loader": "exited"},
+               "dee": {}, "eve": {}, "fay": {"weight_drop": "output"}}
+    for i, (student, why) in enumerate(stopped.items()):
+        path = tmp_path / "work" / student / "verdicts.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"seconds": 10.0 + i, "stopped": why}))
+    lines = summary(tmp_path, [*stopped, "gus"])  # gus: no verdicts (not graded)
+    assert lines[0] == "graded: 6 of 7 submissions"
+    assert lines[1] == "failed to run (a part's probe died): 1: cid (data_loader: exited)"
+    assert lines[2] == ("over a limit (time, memory, processes, output): 2: bob (nt_asgd: memory, train_batch: time), "
+                        "fay (weight_drop: output)")
+    assert lines[3] == "slowest: fay 15.0 s, eve 14.0 s, dee 13.0 s, cid 12.0 s, bob 11.0 s"
+
+
+def test_progress_bar_only_on_a_terminal_or_when_asked(capsys):
+    from autograder.report import progress
+
+    said = []
+    for enabled in (None, True):  # pytest's captured stderr is not a terminal
+        with progress(3, enabled, said.append) as (advance, say):
+            for student in ("ann", "bob", "cid"):
+                say(student)
+                advance()
+        shown = capsys.readouterr()
+        assert ("3/3" in shown.err) == bool(enabled) and shown.out == ""
+    assert said == ["ann", "bob", "cid"] * 2
