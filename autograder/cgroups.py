@@ -111,10 +111,17 @@ class Group:
 
     @classmethod
     def _create_v2(cls, path: Path, quota: Quota) -> Group:
-        enabled = (path.parent / "cgroup.subtree_control").read_text().split()
+        parent = path.parent
+        enabled = (parent / "cgroup.subtree_control").read_text().split()
         missing = [c for c in CONTROLLERS if c not in enabled]
-        if missing:  # fails while the parent holds processes itself (cgroup v2's "no internal processes" rule)
-            (path.parent / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in missing))
+        if missing:
+            # cgroup v2 enables controllers for a group's children only while the group holds no process itself
+            # ("no internal processes"): the grader first moves itself into a leaf of its own, then enables them.
+            # Not exercised on this project's machines (cgroup v1); where a write is refused, available() says so.
+            leaf = parent / "hw4-grader-self"
+            leaf.mkdir(exist_ok=True)
+            (leaf / "cgroup.procs").write_text(str(os.getpid()))
+            (parent / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in missing))
         path.mkdir()
         group = cls("v2", [path])
         try:
