@@ -243,8 +243,10 @@ def judged_files(work: Path, config: Config) -> dict:
 
 
 def verdict_record(verdicts: list[judge.Verdict], work: Path, config: Config) -> dict:
-    """The content of ``verdicts/<student>.json``: what was judged and the verdict of every part."""
-    return {"submission": judged_files(work, config), "parts": {v.part: v.as_dict() for v in verdicts}}
+    """The content of ``verdicts/<student>.json``: what was judged (as ``grade_student`` recorded it in
+    ``work/verdicts.json``) and the verdict of every part."""
+    judged = json.loads((work / "verdicts.json").read_text())["submission"]
+    return {"submission": judged, "parts": {v.part: v.as_dict() for v in verdicts}}
 
 
 def grading_slices(config: Config) -> dict[str, torch.Tensor]:

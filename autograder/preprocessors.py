@@ -37,6 +37,11 @@ def outputs_for(verdict: dict | None) -> list:
     return outputs
 
 
+#: (student, assignment, the stat of the verdict file and the collected files) -> the verified verdicts. Module-level:
+#: nbgrader may make a new preprocessor for every notebook.
+_CHECKED: dict[tuple, dict] = {}
+
+
 class StaleVerdict(RuntimeError):
     """A verdict file that does not belong to the submission being autograded."""
 
@@ -51,14 +56,27 @@ class InjectVerdicts(NbGraderPreprocessor):
     submitted_dir = Unicode("", help="Folder of <student>/ submissions the verdicts were judged on (default: the "
                                      "course's submitted/)").tag(config=True)
 
-    def _verdicts(self, student: str, assignment: str) -> dict:
+    def _submitted(self, student: str, assignment: str) -> Path:
         from autograder import grade
 
-        path = Path(self.verdicts_dir) / f"{student}.json"
         if self.submitted_dir:
-            submitted = grade.submission_folder(Path(self.submitted_dir), student)
-        else:
-            submitted = Path.cwd() / "submitted" / student / assignment
+            return grade.submission_folder(Path(self.submitted_dir), student)
+        return Path.cwd() / "submitted" / student / assignment
+
+    def _verdicts(self, student: str, assignment: str) -> dict:
+        # nbgrader calls preprocess once per notebook: hash a student's files once, not once per notebook (a
+        # change to the verdict file or to any collected file's size or time checks them again)
+        path, submitted = Path(self.verdicts_dir) / f"{student}.json", self._submitted(student, assignment)
+        stats = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size)
+                      for p in sorted([path, *submitted.glob("*")]) if p.is_file())
+        key = (student, assignment, stats)
+        if key not in _CHECKED:
+            _CHECKED[key] = self._checked_verdicts(student, path, submitted)
+        return _CHECKED[key]
+
+    def _checked_verdicts(self, student: str, path: Path, submitted: Path) -> dict:
+        from autograder import grade
+
         if not path.is_file():
             work = Path(self.verdicts_dir).parent / "work" / student
             grade.grade_one(submitted, work, path, self.config_path or None)
