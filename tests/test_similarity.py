@@ -35,9 +35,11 @@ def _rename(folder: Path) -> None:
 def test_own_work_is_not_flagged_and_a_renamed_copy_is(tmp_path):
     subs = tmp_path / "submitted"
     shutil.copytree(REPO / "solutions", subs / "ana")  # the reference, as one student wrote it
-    shutil.copytree(REPO / "solutions", subs / "ben")  # another student: every part in another style
-    for style in STYLES:
-        style.make(subs / "ben")
+    # another student: every part in another style (each part's first style: the later ones edit lines of the
+    # reference that the first replaced)
+    shutil.copytree(REPO / "solutions", subs / "ben")
+    for part in dict.fromkeys(style.part for style in STYLES):
+        next(style for style in STYLES if style.part == part).make(subs / "ben")
     shutil.copytree(subs / "ben", subs / "cem")  # cem copied ben and renamed things
     _rename(subs / "cem")
     shutil.copytree(REPO / "notebooks", subs / "dan")  # the stubs, untouched
