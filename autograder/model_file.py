@@ -93,14 +93,7 @@ def build(components: ModuleType, ckpt: dict, cfg: dict) -> torch.nn.Module:
     given = ckpt.get("state_dict")
     if not isinstance(given, dict):
         raise HW4Error("model.pt holds no state_dict")
-    missing = [k for k in own if k not in given]
-    unexpected = [str(k)[:60] for k in given if k not in own]
-    wrong = [f"{k} {tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__} vs {tuple(own[k].shape)}"
-             for k, v in given.items() if k in own and not (
-                 type(v) is torch.Tensor and v.layout == torch.strided and v.is_floating_point()
-                 and tuple(v.shape) == tuple(own[k].shape))]
-    problems = [f"{label} {names[:5]}" for label, names in
-                (("missing", missing), ("unexpected", unexpected), ("shapes differ:", wrong)) if names]
+    problems = checkpoint.state_dict_problems(given, own)
     if problems:
         raise HW4Error("the weights in model.pt do not fit the model its own model_config describes (parameter "
                        "names and shapes): " + "; ".join(problems))

@@ -72,26 +72,27 @@ def load_checkpoint(path: str | Path) -> dict:
     return model_file(safe_load(path, "model file"), str(path))
 
 
+def state_dict_problems(given: dict, own: dict) -> list[str]:
+    """What keeps ``given`` from loading strictly into a model whose state dict is ``own``: missing and unexpected
+    names, and entries that are not plain dense tensors of the model's shapes (floating point where the model's are)."""
+    missing = [k for k in own if k not in given]
+    unexpected = [str(k)[:60] for k in given if k not in own]
+    wrong = [f"{k} {tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__} vs {tuple(own[k].shape)}"
+             for k, v in given.items() if k in own and not (
+                 type(v) is torch.Tensor and v.layout == torch.strided and tuple(v.shape) == tuple(own[k].shape)
+                 and (v.is_floating_point() or not own[k].is_floating_point()))]
+    return [f"{label} {names[:5]}" for label, names in
+            (("missing", missing), ("unexpected", unexpected), ("shapes differ:", wrong)) if names]
+
+
 def build_model(components: ModuleType, ckpt: dict, device: str | torch.device = "cpu") -> torch.nn.Module:
     """``components.LanguageModel(**model_config)`` with the checkpoint's weights, loaded strictly."""
     try:
         model = components.LanguageModel(**ckpt["model_config"])
     except TypeError as err:
         raise HW4Error(f"the checkpoint's model settings do not fit this LanguageModel: {err}") from err
-    given, own = ckpt["state_dict"], model.state_dict()
-    missing = [k for k in own if k not in given]
-    unexpected = [k for k in given if k not in own]
-    wrong_shape = [
-        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
-        for k, v in given.items()
-        if k in own and (not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(own[k].shape))
-    ]
-    problems = [
-        f"{label} {names[:5]}"
-        for label, names in (("missing", missing), ("unexpected", unexpected), ("shapes differ:", wrong_shape))
-        if names
-    ]
+    problems = state_dict_problems(ckpt["state_dict"], model.state_dict())
     if problems:
         raise HW4Error("this checkpoint is from another model: " + "; ".join(problems))
-    model.load_state_dict(given)
+    model.load_state_dict(ckpt["state_dict"])
     return model.to(device)
