@@ -212,16 +212,11 @@ def load_components(
             nb = _read(path)
         except ComponentLoadError:
             continue
-        for index, cell in enumerate(nb.cells):
-            if cell.get("cell_type") == "code" and not cell.get("metadata", {}).get("nbgrader", {}).get("grade"):
-                _run(definitions(cell.get("source", ""), protected), path, index, cell.get("source", ""), module,
-                     strict=False)
+        for index, source_code, _ in _code_cells(nb):
+            _run(definitions(source_code, protected), path, index, source_code, module, strict=False)
     for path, nb in zip(paths, notebooks, strict=True):
-        for index, cell in enumerate(nb.cells):
-            if cell.get("cell_type") != "code" or cell.get("metadata", {}).get("nbgrader", {}).get("grade"):
-                continue
-            source_code = cell.get("source", "")
-            if _is_graded(cell):
+        for index, source_code, graded in _code_cells(nb):
+            if graded:
                 try:
                     code = compile(source_code, f"<{path.name} cell {index}>", "exec")
                 except SyntaxError as err:
@@ -232,6 +227,13 @@ def load_components(
             else:
                 _run(definitions(source_code, protected), path, index, source_code, module, strict=False)
     return module
+
+
+def _code_cells(nb: nbformat.NotebookNode) -> Iterable[tuple[int, str, bool]]:
+    """(index, source, whether it is a graded cell) of every code cell but the hidden-test cells."""
+    for index, cell in enumerate(nb.cells):
+        if cell.get("cell_type") == "code" and not cell.get("metadata", {}).get("nbgrader", {}).get("grade"):
+            yield index, cell.get("source", ""), _is_graded(cell)
 
 
 def _run(code: ast.Module | types.CodeType | None, path: Path, index: int, source_code: str,
