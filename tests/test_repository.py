@@ -119,6 +119,15 @@ def test_the_student_library_ships_the_grading_bar():
     assert checks.grading_bar(REPO / "no-such-config.toml") is None
 
 
+def test_the_student_library_ships_the_contract():
+    """The contract reaches students without docs/ (a release, the hub): hw4lib/contract.md, which
+    checks.contract() renders, is docs/components.md (the one source) byte for byte."""
+    from hw4lib import checks
+
+    assert checks.SHIPPED_CONTRACT.read_bytes() == (REPO / "docs" / "components.md").read_bytes(), (
+        "hw4lib/contract.md differs from docs/components.md: run `python -m autograder release` to ship it")
+
+
 def test_optional_stages_end_with_ungraded_questions():
     """Stages 8 and 9 are optional: their two questions each are plain markdown (no nbgrader metadata, so no points
     and nothing to grade by hand), each followed by an answer cell and a collapsed model answer, in the release too
