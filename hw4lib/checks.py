@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tomllib
@@ -26,6 +26,9 @@ from hw4lib.errors import HW4Error
 from hw4lib.properties import PARTS
 from hw4lib.properties.core import causes, where
 from hw4lib.properties.nt_asgd import TRIGGER_SCRIPTS  # noqa: F401 - stage 6 traces the first script by hand
+
+if TYPE_CHECKING:  # IPython is imported only when a notebook shows the contract
+    from IPython.display import Markdown
 
 VISIBLE_SEED = 0
 NOT_IMPLEMENTED = (
@@ -252,7 +255,7 @@ def contract_text(stage: int, text: str | None = None) -> str:
     return "\n".join([f"**The contract, stage {stage}** ({source}):", "", *table, "", *section]).rstrip() + "\n"
 
 
-def contract(stage: int) -> Any:
+def contract(stage: int) -> Markdown:
     """Shows stage ``stage``'s part of the contract (docs/components.md) in the notebook: a cell ending in
     ``checks.contract(1)`` renders it as markdown, the same text the notebook's link opens in a clone."""
     from IPython.display import Markdown
