@@ -31,12 +31,15 @@ fi
 
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -r requirements.txt
-.venv/bin/python -m pip install -q --no-deps -r requirements-nodeps.txt
+# The locks (made by `bash lock.sh` from the requirements*.txt): every package pinned, each file checked against its
+# sha256 (--require-hashes), so every machine gets the environment the tests ran in, or an error.
+.venv/bin/python -m pip install -q --require-hashes -r requirements.lock
+.venv/bin/python -m pip install -q --require-hashes --no-deps -r requirements-nodeps.lock
 # ngshare's own SQLAlchemy 1.4, on its PYTHONPATH only (deploy/hub/ngshare.py; docs/deploy.md, "ngshare").
-.venv/bin/python -m pip install -q --no-deps --upgrade --target .venv/ngshare-db -r requirements-ngshare-db.txt
-.venv/bin/python -m pip install -q --no-deps -e .
+.venv/bin/python -m pip install -q --require-hashes --no-deps --upgrade --target .venv/ngshare-db \
+  -r requirements-ngshare-db.lock
+# The project itself, built with the locked setuptools (no build isolation: it would fetch an unpinned one).
+.venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
 
 # Prepares the course format from ../shared/data when it is there, downloads (with sha256 checks) otherwise.
 .venv/bin/python -m hw4lib data ensure

@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in course.release(args.course, args.out, config):
             print(f"released {path}")
         print(f"released {course.ship_grading_bar(config)}")
+        print(f"released {course.ship_contract()}")
     elif args.command == "properties":
         from autograder.config import load as load_config
         from autograder.judge import properties_table

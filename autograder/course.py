@@ -175,3 +175,13 @@ def ship_grading_bar(config: Config) -> Path:
     bar = checks.grading_bar(config.path)
     checks.SHIPPED_BAR.write_text(json.dumps(bar, indent=1, sort_keys=True) + "\n")
     return checks.SHIPPED_BAR
+
+
+def ship_contract() -> Path:
+    """Copies ``docs/components.md`` (the one source) into the student's library (``hw4lib/contract.md``), which
+    ``checks.contract(stage)`` renders in the notebooks: a student's server on the hub or a release has no
+    ``docs/``."""
+    from hw4lib import checks
+
+    shutil.copyfile(REPO_ROOT / "docs" / "components.md", checks.SHIPPED_CONTRACT)
+    return checks.SHIPPED_CONTRACT

@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tomllib
@@ -26,6 +26,9 @@ from hw4lib.errors import HW4Error
 from hw4lib.properties import PARTS
 from hw4lib.properties.core import causes, where
 from hw4lib.properties.nt_asgd import TRIGGER_SCRIPTS  # noqa: F401 - stage 6 traces the first script by hand
+
+if TYPE_CHECKING:  # IPython is imported only when a notebook shows the contract
+    from IPython.display import Markdown
 
 VISIBLE_SEED = 0
 NOT_IMPLEMENTED = (
@@ -209,6 +212,55 @@ def parameter_table(
     for name in ("embedding", "LSTMs", "decoder", "total"):
         lines.append(f"{name:<12}{counts[True][name]:>14,}{counts[False][name]:>14,}")
     return "\n".join(lines)
+
+
+# The contract of docs/components.md, where the notebook runs. A student's server on the hub (and a release)
+# holds hw4lib but not docs/, so the file ships inside the library; tests/test_repository.py keeps the copy equal
+# to docs/components.md (the one source) and `python -m autograder release` rewrites it.
+SHIPPED_CONTRACT = Path(__file__).resolve().parent / "contract.md"
+_TABLE_HEADER = "| stage | name | signature | contract |"
+
+
+def _stage_of(label: str) -> int | None:
+    """The stage number a table row's first cell or a section heading starts with (``8 (optional)`` -> 8)."""
+    digits = label.strip().split(" ", 1)[0].rstrip(":")
+    return int(digits) if digits.isdigit() else None
+
+
+def contract_text(stage: int, text: str | None = None) -> str:
+    """Stage ``stage``'s part of the contract, as markdown: its rows of the table and its section of "the
+    requirements that are easy to miss" (stage 7 has rows only). ``text`` defaults to the shipped copy."""
+    lines = (SHIPPED_CONTRACT.read_text() if text is None else text).splitlines()
+    start = lines.index(_TABLE_HEADER)
+    table = lines[start:start + 2]
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        if _stage_of(line.strip("|").split("|", 1)[0]) == stage:
+            table.append(line)
+    section: list[str] = []
+    for line in lines:
+        if line.startswith("#"):
+            if section:
+                break  # the next heading ends the stage's section
+            if line.startswith("### Stage ") and _stage_of(line[len("### Stage "):]) == stage:
+                section.append(line)
+        elif section:
+            section.append(line)
+    if len(table) == 2 and not section:
+        known = sorted({s for s in (_stage_of(row.strip("|").split("|", 1)[0]) for row in lines[start + 2:]
+                                    if row.startswith("|")) if s is not None})
+        raise ValueError(f"the contract has no stage {stage}: stages {known}")
+    source = "docs/components.md" + (f", {section[0].lstrip('# ')}" if section else "")
+    return "\n".join([f"**The contract, stage {stage}** ({source}):", "", *table, "", *section]).rstrip() + "\n"
+
+
+def contract(stage: int) -> Markdown:
+    """Shows stage ``stage``'s part of the contract (docs/components.md) in the notebook: a cell ending in
+    ``checks.contract(1)`` renders it as markdown, the same text the notebook's link opens in a clone."""
+    from IPython.display import Markdown
+
+    return Markdown(contract_text(stage))
 
 
 # ----------------------------------------------------------------------------------------------------

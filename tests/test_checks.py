@@ -387,3 +387,35 @@ def test_ntasgd_counting_checks_for_trigger_step(ref):
             return switched
 
     assert "count optimizer steps" in failing(checks.check_nt_asgd, Checks)
+
+
+def test_contract_renders_a_stages_rows_and_section():
+    """checks.contract(2) shows stage 2's rows of the table and its "easy to miss" section, nothing of the others."""
+    from IPython.display import Markdown
+
+    shown = checks.contract(2)
+    assert isinstance(shown, Markdown)
+    text = shown.data
+    assert "| stage | name | signature | contract |" in text
+    assert "| 2 | `LockedDropout` |" in text and "| 2 | `embedded_dropout` |" in text
+    assert "### Stage 2: LockedDropout and embedded_dropout" in text
+    assert "scale.expand_as(weight) * weight" in text  # a bullet of the section
+    assert "| 1 |" not in text and "| 3 |" not in text
+    assert [line for line in text.splitlines() if line.startswith("#")] == [
+        "### Stage 2: LockedDropout and embedded_dropout"]  # the section stops at the next heading
+    # Stage 7 has rows and no section; stage 8's rows say "8 (optional)" and its section is the last one.
+    seven = checks.contract_text(7)
+    assert "| 7 | `prediction` |" in seven and "| 7 | `generation` |" in seven and "###" not in seven
+    eight = checks.contract_text(8)
+    assert "| 8 (optional) | `cache_probs` |" in eight
+    assert eight.rstrip().endswith("`python -m hw4lib cache --impl ...`).")  # the file's last section, to its end
+    with pytest.raises(ValueError, match="no stage 9"):
+        checks.contract(9)
+
+
+def test_contract_reads_a_section_up_to_the_next_heading():
+    text = "\n".join(["| stage | name | signature | contract |", "|---|---|---|---|", "| 1 | `A` | `()` | a |",
+                      "| 2 | `B` | `()` | b |", "", "### Stage 1: A", "* one", "### Stage 2: B", "* two", "## After"])
+    assert checks.contract_text(1, text).splitlines()[4:] == ["| 1 | `A` | `()` | a |", "", "### Stage 1: A", "* one"]
+    assert checks.contract_text(2, text).splitlines()[-2:] == ["### Stage 2: B", "* two"]
+

@@ -80,3 +80,53 @@ def test_a_student_cannot_move_the_course_aside_in_the_hubs_exchange():
         assert made.returncode == 0, made.stderr  # creating stays open, as nbgrader needs
     finally:
         shutil.rmtree(top)
+
+
+STUDENT_PROBE = """
+import json, os, sys
+from hw4lib import checks
+repo = sys.argv[1]
+print(json.dumps({"checks": checks.__file__, "bar": checks.grading_bar(), "contract": checks.contract(1).data,
+                  "visible": sorted(os.listdir(repo))}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to build the view and act as another user")
+def test_a_students_view_holds_the_contract_and_the_grading_bar():
+    """What a student's kernel on the hub reaches: the spawner's view of this clone (runtime.view_for, laid out by
+    the same preexec_fn), as another user, with the spawner's PYTHONPATH. Stage 7's thresholds and each stage's
+    contract must come from hw4lib alone: autograder/config.toml and docs/components.md are out of sight."""
+    import json
+    import pwd
+
+    from autograder.config import DEFAULT_CONFIG
+    from hw4lib import checks
+
+    repo = Path(__file__).resolve().parent.parent
+    view = runtime.view_for("student", repo, repo / "data")
+    nobody = pwd.getpwnam("nobody")
+
+    def become_nobody() -> None:  # JupyterHub's own step after the view: drop to the user's uid
+        os.setgroups([])
+        os.setgid(nobody.pw_gid)
+        os.setuid(nobody.pw_uid)
+
+    stage = Path(tempfile.mkdtemp(dir="/tmp"))  # root-only and empty, outside every hidden folder
+    try:
+        os.chmod(stage, 0o700)
+        probe = subprocess.run([sys.executable, "-c", STUDENT_PROBE, str(repo)], cwd="/", capture_output=True,
+                               text=True, timeout=120, preexec_fn=runtime.preexec_with_view(view, stage, become_nobody),
+                               env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin", "HOME": "/"})
+    finally:
+        stage.rmdir()
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    seen = json.loads(probe.stdout)
+    # Only what a student's server runs on: hw4lib/, and the data and the venv when they live in the clone (CI).
+    inside = [p for p in (repo / "data", Path(sys.prefix).resolve()) if p.is_relative_to(repo)]
+    assert seen["visible"] == sorted({"hw4lib", *(p.relative_to(repo).parts[0] for p in inside)}), seen["visible"]
+    assert not {"solutions", "autograder", "docs"} & set(seen["visible"])
+    assert Path(seen["checks"]) == repo / "hw4lib" / "checks.py"
+    assert seen["bar"] == checks.grading_bar(DEFAULT_CONFIG) and seen["bar"]["full"] < seen["bar"]["zero"]
+    source = (repo / "docs" / "components.md").read_text()
+    assert seen["contract"] == checks.contract_text(1, source)
+    assert "### Stage 1: LanguageModelDataLoader" in seen["contract"]

@@ -106,6 +106,26 @@ def test_optional_stage_adds_points_only_when_graded(tmp_path):
     assert "test_cache_pointer" not in release and "check_cache_pointer" in release  # released as ungraded
 
 
+def _slug(heading: str) -> str:
+    """GitHub's (and JupyterLab's) anchor for a markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip("# ").lower()).replace(" ", "-")
+
+
+@pytest.mark.parametrize("folder", [SOLUTIONS, RELEASE], ids=["solutions", "notebooks"])
+def test_every_graded_stage_shows_its_contract(folder):
+    """Each graded stage's notebook renders its part of docs/components.md (checks.contract: no docs/ on a hub), and
+    its links into components.md (a clone, GitHub) name headings that exist."""
+    components = (SOLUTIONS.parent / "docs" / "components.md").read_text()
+    anchors = {_slug(line) for line in components.splitlines() if line.startswith("#")}
+    for name in [*PARTS, *OPTIONAL]:
+        stage = int(name[:2])
+        cells = _nb(folder / name).cells
+        calls = [c.source for c in cells if c.cell_type == "code" and f"checks.contract({stage})" in c.source]
+        assert len(calls) == 1, f"{folder.name}/{name}: no cell shows the contract with checks.contract({stage})"
+        links = re.findall(r"components\.md#([\w-]+)", "\n".join(c.source for c in cells))
+        assert set(links) <= anchors, f"{folder.name}/{name}: dead links {set(links) - anchors}"
+
+
 def test_solution_cells_keep_their_grade_ids():
     for name, parts in {**PARTS, **OPTIONAL}.items():
         ids = {_grade_id(c) for c in _nb(SOLUTIONS / name).cells}

@@ -119,6 +119,74 @@ def test_the_student_library_ships_the_grading_bar():
     assert checks.grading_bar(REPO / "no-such-config.toml") is None
 
 
+def test_the_student_library_ships_the_contract():
+    """The contract reaches students without docs/ (a release, the hub): hw4lib/contract.md, which
+    checks.contract() renders, is docs/components.md (the one source) byte for byte."""
+    from hw4lib import checks
+
+    assert checks.SHIPPED_CONTRACT.read_bytes() == (REPO / "docs" / "components.md").read_bytes(), (
+        "hw4lib/contract.md differs from docs/components.md: run `python -m autograder release` to ship it")
+
+
+LOCKS = {"requirements.lock": "requirements.txt", "requirements-nodeps.lock": "requirements-nodeps.txt",
+         "requirements-ngshare-db.lock": "requirements-ngshare-db.txt"}
+
+
+def _locked(path: Path) -> dict[str, tuple[str, int]]:
+    """A lock's entries: canonical name -> (version, number of sha256 hashes)."""
+    from packaging.utils import canonicalize_name
+
+    entries: dict[str, tuple[str, int]] = {}
+    name = ""
+    for line in path.read_text().splitlines():
+        if line and not line[0].isspace() and not line.startswith("#"):
+            name, version = line.split(" ")[0].split("==")
+            name = canonicalize_name(name)
+            entries[name] = (version, 0)
+        elif "--hash=sha256:" in line:
+            version, hashes = entries[name]
+            entries[name] = (version, hashes + line.count("--hash=sha256:"))
+    return entries
+
+
+@pytest.mark.parametrize("lock", LOCKS)
+def test_the_locks_pin_the_requirements_with_hashes(lock):
+    """Each lock is its requirements file resolved by `bash lock.sh`: every pin of the file at a version it allows,
+    and every entry (transitive ones too, in requirements.lock) with its sha256, as pip --require-hashes demands."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    entries = _locked(REPO / lock)
+    assert entries and all(hashes for _, hashes in entries.values()), f"{lock}: an entry without a hash"
+    for line in (REPO / LOCKS[lock]).read_text().splitlines():
+        if line.split("#")[0].strip():
+            wanted = Requirement(line.split("#")[0])
+            version, _ = entries.get(canonicalize_name(wanted.name), ("missing", 0))
+            assert version != "missing" and wanted.specifier.contains(version, prereleases=True), (
+                f"{lock} holds {wanted.name} {version}, {LOCKS[lock]} asks {wanted.specifier}: run `bash lock.sh`")
+    if lock == "requirements.lock":
+        assert {"pip", "setuptools", "torch"} <= set(entries)  # the installer and the build backend are locked too
+
+
+def test_the_environment_is_the_lock():
+    """The running environment holds the locked versions (setup.sh installs from the locks): the tests judge the
+    environment every machine gets. ngshare's SQLAlchemy 1.4 is looked up where setup.sh puts it."""
+    from importlib import metadata
+
+    from packaging.utils import canonicalize_name
+
+    from deploy.hub.ngshare import DB_PACKAGES
+
+    places = {"requirements.lock": sys.path, "requirements-nodeps.lock": sys.path,
+              "requirements-ngshare-db.lock": [str(DB_PACKAGES)]}
+    wrong = []
+    for lock, path in places.items():
+        installed = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions(path=path)}
+        wrong += [f"{name} {installed.get(name)} (locked {version})" for name, (version, _) in
+                  _locked(REPO / lock).items() if installed.get(name) != version]
+    assert not wrong, "not the locked versions; run `bash setup.sh`: " + ", ".join(wrong)
+
+
 def test_optional_stages_end_with_ungraded_questions():
     """Stages 8 and 9 are optional: their two questions each are plain markdown (no nbgrader metadata, so no points
     and nothing to grade by hand), each followed by an answer cell and a collapsed model answer, in the release too
