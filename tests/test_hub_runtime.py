@@ -237,3 +237,31 @@ def test_no_password_without_demo_and_demo_announced(tmp_path, prepared_data):
         subprocess.run(["userdel", "-r", newcomer], capture_output=True)
         shutil.rmtree(Path("/home/awd-instructor") / course_dir, ignore_errors=True)
         shutil.rmtree(top, ignore_errors=True)
+
+
+@needs_root
+def test_start_sh_refuses_a_clone_whose_solutions_students_can_read(prepared_data):
+    """The whole start script on a world-readable copy of the clone under /tmp (the real one is not opened):
+    it stops before the hub, naming each open folder, who can read it and the fix."""
+    repo = Path(__file__).resolve().parent.parent
+    copy = Path(tempfile.mkdtemp(prefix="awd-open-clone-", dir="/tmp"))
+    course_dir = f"awd-course-refused-{os.getpid()}"
+    try:
+        os.chmod(copy, 0o755)
+        for name in ("deploy", "autograder", "hw4lib", "solutions", "notebooks"):
+            shutil.copytree(repo / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+        subprocess.run(["chmod", "-R", "a+rX", str(copy)], check=True)
+        started = subprocess.run(
+            ["bash", str(copy / "deploy" / "hub" / "start.sh"), "--run-dir", str(copy / "run"), "--shared-dir",
+             str(copy / "shared"), "--course-dir", course_dir, "--data-dir", str(prepared_data)],
+            env=dict(os.environ, PYTHON=sys.executable), capture_output=True, text=True, timeout=120)
+        assert started.returncode != 0, started.stdout[-2000:]
+        assert "refusing to start" in started.stderr, started.stderr[-2000:]
+        for name in ("solutions", "autograder"):
+            assert f"{copy / name} is readable by awd-alice, awd-bob, awd-carol" in started.stderr, started.stderr
+            assert f"fix: chgrp awd-course-staff {copy / name} && chmod 0750 {copy / name}" in started.stderr
+        assert str(Path("/home/awd-instructor") / course_dir) not in started.stderr  # the course root is closed
+        assert not (copy / "run" / "jupyterhub.pid").exists() and "JupyterHub on" not in started.stdout
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.rmtree(Path("/home/awd-instructor") / course_dir, ignore_errors=True)
