@@ -2,7 +2,8 @@
 
 ``python deploy/course_setup.py`` (options: ``--help``) does, for the roster in ``deploy/roster.toml``:
 
-* a local Unix user per person (``useradd -m``; existing users are kept), whose home only they may enter;
+* a local Unix user per person of the roster (instructors, graders, students; ``useradd -m``, with a login shell:
+  they run nbgrader from it; existing users are kept as they are), whose home only they may enter;
 * the exchange directory (``Exchange.root``) writable by everyone, as nbgrader's docs ask (``chmod ugo+rw``),
   plus the sticky bit so nobody can delete or rename another user's entries at its top. nbgrader makes the rest
   itself: ``<course>/outbound`` readable by all, ``<course>/inbound`` write-and-enter only (students cannot
@@ -32,53 +33,35 @@ import stat
 import subprocess
 import sys
 import sysconfig
-from dataclasses import dataclass, replace
 from pathlib import Path
-
-import tomllib
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a script: python deploy/course_setup.py
     sys.path.insert(0, str(REPO_ROOT))
 
 from autograder import course  # noqa: E402
+from deploy import roster as roster_file  # noqa: E402
 
-ROSTER = Path(__file__).resolve().parent / "roster.toml"
 SITE_CONFIG = course.SITE_CONFIG
 VERDICTS = Path("grading") / "course" / "verdicts"  # in the course root: python -m autograder grade --out grading
+# The roster is shared with deploy/hub/ (deploy/roster.py): one list of who is in the course.
+ROSTER, Roster = roster_file.ROSTER, roster_file.Roster
 
 
-@dataclass(frozen=True)
-class Roster:
-    course_id: str
-    instructor: str
-    students: tuple[str, ...]
-    exchange: Path
-    course: Path
-    runtime: Path
-    code: Path
-
-    @property
-    def users(self) -> tuple[str, ...]:
-        return (self.instructor, *self.students)
+def load_roster(path: Path = ROSTER, members_csv: Path | None = None, **paths: Path | None) -> Roster:
+    """The roster file (plus an LMS's CSV class list), with any of its paths replaced (``deploy/roster.py``)."""
+    return roster_file.load(path, members_csv, **paths)
 
 
-def load_roster(path: Path = ROSTER, **paths: Path) -> Roster:
-    """The roster file, with any of its paths (``exchange``, ``course``, ``runtime``, ``code``) replaced."""
-    raw = tomllib.loads(Path(path).read_text())
-    roster = Roster(raw["course_id"], raw["instructor"], tuple(raw["students"]),
-                    *(Path(raw["paths"][k]) for k in ("exchange", "course", "runtime", "code")))
-    return replace(roster, **{k: Path(v) for k, v in paths.items() if v is not None})
-
-
-def ensure_user(name: str) -> pwd.struct_passwd:
-    """The user ``name``, created with a home directory if it does not exist yet."""
+def ensure_user(name: str, shell: str = "/bin/bash") -> pwd.struct_passwd:
+    """The user ``name``, created with a home directory and ``shell`` if it does not exist yet (an existing
+    account is left as it is: its shell and password are the institution's)."""
     try:
         return pwd.getpwnam(name)
     except KeyError:
         if shutil.which("useradd") is None:
             raise RuntimeError("useradd is not installed (Debian: apt-get install -y passwd)") from None
-        subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True, capture_output=True, text=True)
+        subprocess.run(["useradd", "-m", "-s", shell, name], check=True, capture_output=True, text=True)
         return pwd.getpwnam(name)
 
 
@@ -321,13 +304,15 @@ def setup(roster: Roster, data_dir: Path | None = None, log=print, ngshare_url: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--roster", type=Path, default=ROSTER)
+    parser.add_argument("--members", type=Path, default=None,
+                        help="a CSV class list (columns username,role) added to the roster's people")
     for name in ("exchange", "course", "runtime", "code"):
         parser.add_argument(f"--{name}", type=Path, default=None, help=f"replaces the roster's {name} path")
     parser.add_argument("--ngshare-url", default=None,
                         help="use the ngshare exchange service at this URL (e.g. http://HUB/services/ngshare)")
     parser.add_argument("--data", type=Path, default=None, help="prepared data (default: HW4_DATA_DIR or data/)")
     args = parser.parse_args(argv)
-    roster = load_roster(args.roster, exchange=args.exchange, course=args.course, runtime=args.runtime,
+    roster = load_roster(args.roster, args.members, exchange=args.exchange, course=args.course, runtime=args.runtime,
                          code=args.code)
     setup(roster, args.data, ngshare_url=args.ngshare_url)
     return 0

@@ -1,7 +1,8 @@
 """The one-machine JupyterHub (deploy/hub/) for real: PAM users, LocalProcessSpawner, configurable-http-proxy.
 
 Starts ``deploy/hub/start.sh`` as root on a free port with its run folder and shared folder (exchange, role
-config) in temporary places, logs in over HTTP with the demo passwords, and checks what each role gets: the
+config) in temporary places, without ``--demo``; sets each account's password itself (``chpasswd``, as an
+instructor would), logs in over HTTP through PAM, and checks what each role gets: the
 server runs as the student's Unix user and sees only ``hw4lib/`` of the clone, nobody reaches another user's
 server, students have no formgrader, and the instructor generates and releases hw4 through the formgrader API
 so that a student fetches and submits it through the assignment list's API and the exchange.
@@ -11,8 +12,9 @@ formgrader, the course's sandboxed grader grades it, the formgrader's autograde 
 instructor grades a written answer by hand in the formgrader and releases feedback, and the student fetches and
 reads it in the assignment list. Screenshots of each step go to ``test-artifacts/hub/``.
 
-The Unix users ``awd-*`` are the deployment's own demo accounts (created if missing, kept afterwards); the
-test removes what it put in their homes.
+The Unix users ``awd-*`` are the roster's accounts (created if missing, kept afterwards, their passwords put back
+as they were); the test removes what it put in their homes. A student's process outside the hub (what a cron job
+or an ssh session would be) is refused the clone's ``solutions/`` and ``autograder/`` and the course root.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="the hub needs root: PAM reads /etc/shadow, and servers run as the users")
 
 COURSE_ID = "awd-course"
-STUDENT, OTHER, INSTRUCTOR = "awd-alice", "awd-bob", "awd-instructor"
+STUDENT, OTHER, INSTRUCTOR, GRADER = "awd-alice", "awd-bob", "awd-instructor", "awd-ta"
 SHOTS = ARTIFACTS / "hub"
 # The written answer graded by hand in the browser (tests/test_repository.py: 1 point, graded by hand).
 WRITTEN_NOTEBOOK, WRITTEN_ANSWER = "01_data_loader", "q1_1"
@@ -142,6 +144,40 @@ def test_student_server_runs_as_the_student_and_sees_only_hw4lib(hub, alice):
         assert not (seen / secret).exists(), f"a student's server can see {secret}/ of the clone"
     assert (REPO / "solutions").is_dir()  # the host's own view is untouched
     assert os.stat(Path("/home") / STUDENT).st_mode & 0o077 == 0, "a student's home is open to others"
+
+
+def as_user(user: str, *argv: str) -> subprocess.CompletedProcess:
+    """``argv`` run by ``user`` on the host, outside any server's mount namespace: what the user's crontab, an
+    ``at`` job or ``ssh localhost`` would run."""
+    return subprocess.run(["runuser", "-u", user, "--", *argv], capture_output=True, text=True, cwd="/")
+
+
+def test_a_student_outside_the_hub_cannot_read_solutions_grader_or_course(hub, alice):
+    notebook = next((REPO / "solutions").glob("*.ipynb"))
+    course_config = hub.course_root / "nbgrader_config.py"  # beside source/ and (once made) gradebook.db
+    assert course_config.is_file()
+    for argv in (["cat", str(notebook)], ["ls", str(REPO / "solutions")], ["ls", str(REPO / "autograder")],
+                 ["cat", str(REPO / "autograder" / "config.toml")], ["ls", str(hub.course_root / "source")],
+                 ["cat", str(course_config)]):
+        result = as_user(STUDENT, *argv)
+        assert result.returncode != 0 and "Permission denied" in result.stderr, (argv, result)
+    # The staff group (the roster's instructors) still reads the grader: the course config imports it.
+    grader = as_user(INSTRUCTOR, "cat", str(REPO / "autograder" / "__init__.py"))
+    assert grader.returncode == 0, grader.stderr
+    assert as_user(STUDENT, "cat", str(REPO / "hw4lib" / "__init__.py")).returncode == 0  # the rest stays open
+
+
+def test_roster_groups_and_a_graders_server(hub):
+    """The roster's roles are the hub's groups; a grader signs in with the password set by the instructor and
+    gets a student's server whose terminals have a shell even though the account has none (nologin)."""
+    ta = login(hub, GRADER)
+    me = ta.get(f"{hub.base}/hub/api/user", timeout=30)
+    assert me.status_code == 200 and me.json()["groups"] == ["graders"], me.text[:500]
+    start_server(hub, ta, GRADER)
+    env = environ_of(server_pid(hub, GRADER))
+    assert env["SHELL"] == "/bin/bash", env.get("SHELL")
+    assert env["JUPYTER_CONFIG_PATH"].endswith("/student"), env["JUPYTER_CONFIG_PATH"]
+    assert ta.get(f"{hub.base}/user/{GRADER}/formgrader", timeout=30).status_code == 404
 
 
 def test_student_cannot_open_another_users_server(hub, alice, sessions):
@@ -293,7 +329,7 @@ def test_browser_formgrader_and_assignment_list(hub, instructor, submitted, grad
     def sign_in(page, user: str) -> None:
         page.goto(f"{hub.base}/hub/login")
         page.fill("input[name=username]", user)
-        page.fill("input[name=password]", user)
+        page.fill("input[name=password]", hub.passwords[user])
         page.click("input[type=submit], button[type=submit]")
         page.wait_for_url(re.compile(rf"/user/{user}/lab"), timeout=120_000)
         page.locator(".jp-LabShell").wait_for()

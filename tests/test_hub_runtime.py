@@ -130,3 +130,188 @@ def test_a_students_view_holds_the_contract_and_the_grading_bar():
     source = (repo / "docs" / "components.md").read_text()
     assert seen["contract"] == checks.contract_text(1, source)
     assert "### Stage 1: LanguageModelDataLoader" in seen["contract"]
+
+
+# The roster (deploy/roster.py), shared by the hub and deploy/course_setup.py.
+
+def _roster_toml(folder: Path, extra: str = "") -> Path:
+    path = folder / "roster.toml"
+    path.write_text('course_id = "c1"\ninstructors = ["prof"]\ngraders = ["ta1"]\nstudents = ["s1"]\n' + extra +
+                    '[paths]\nexchange = "/x"\ncourse = "/c"\nruntime = "/r"\ncode = "/k"\n')
+    return path
+
+
+def test_roster_reads_toml_and_an_lms_csv(tmp_path):
+    from deploy import course_setup, roster
+
+    # A Canvas-like export: BOM, capitalised headers, extra columns, the LMS's role names, a blank line.
+    (tmp_path / "class.csv").write_text("\ufeffName,Username,Role\nAda,s2,StudentEnrollment\nBo,ta2,TA\n"
+                                        "Cy,s3,\n,,\nDi,prof2,Teacher\n")
+    loaded = roster.load(_roster_toml(tmp_path), tmp_path / "class.csv")
+    assert (loaded.instructors, loaded.graders, loaded.students) == (("prof", "prof2"), ("ta1", "ta2"),
+                                                                    ("s1", "s2", "s3"))
+    assert loaded.instructor == "prof" and loaded.staff_group == "c1-staff"
+    assert loaded.users == ("prof", "prof2", "ta1", "ta2", "s1", "s2", "s3")
+    assert loaded.role_of("ta2") == "grader"
+    # The TOML may name the CSV itself; course_setup reads the very same roster.
+    named = _roster_toml(tmp_path, 'members_csv = "class.csv"\n')
+    assert course_setup.load_roster(named) == loaded
+    assert course_setup.load_roster(named, course=tmp_path).course == tmp_path
+
+
+@pytest.mark.parametrize("csv, error", [
+    ("username,role\ns1,instructor\n", "s1 is both instructor and student"),
+    ("username,role\nBad Name,student\n", "not a valid Unix user name"),
+    ("username,role\nx1,janitor\n", "line 2: unknown role 'janitor'"),
+    ("user,role\nx1,student\n", "no 'username' column"),
+])
+def test_roster_refuses_what_would_make_wrong_accounts(tmp_path, csv, error):
+    from deploy import roster
+
+    (tmp_path / "class.csv").write_text(csv)
+    with pytest.raises(ValueError, match=error):
+        roster.load(_roster_toml(tmp_path), tmp_path / "class.csv")
+
+
+def test_hub_config_takes_users_and_groups_from_the_roster(tmp_path, monkeypatch):
+    """jupyterhub_config.py as JupyterHub loads it: who may sign in, the groups, who is an instructor."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    from deploy.hub import launch
+
+    (tmp_path / "proxy_auth_token").write_text("t")
+    (tmp_path / "class.csv").write_text("username,role\ns2,student\n")
+    env = {"AWD_HUB_RUN_DIR": tmp_path, "AWD_HUB_PORT": 1, "AWD_HUB_INTERNAL_PORT": 2, "AWD_HUB_PROXY_API_PORT": 3,
+           "AWD_HUB_REPO": "/r", "AWD_HUB_DATA_DIR": "/d", "AWD_HUB_ROLE_CONFIG": "/j", "AWD_HUB_STAGE_DIR": "/s",
+           "AWD_HUB_ROSTER": _roster_toml(tmp_path), "AWD_HUB_MEMBERS": tmp_path / "class.csv"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, str(value))
+    config = PyFileConfigLoader("jupyterhub_config.py", str(launch.HERE)).load_config()
+    assert config.JupyterHub.authenticator_class == "pam"
+    assert config.Authenticator.allowed_users == {"prof", "ta1", "s1", "s2"}
+    assert config.JupyterHub.load_groups == {"instructors": {"users": ["prof"]}, "graders": {"users": ["ta1"]},
+                                             "students": {"users": ["s1", "s2"]}}
+    assert config.CourseSpawner.instructors == ["prof"]
+    assert config.Authenticator.admin_users == set()
+
+
+# As root: the accounts the hub makes, its passwords, and its refusal to run with the solutions open.
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: makes Unix users and acts as them")
+
+
+@needs_root
+def test_hub_refuses_to_start_while_a_student_can_read_the_solutions(tmp_path_factory):
+    """The check behind ``launch.py``'s refusal, on a temporary folder: real modes, asked of the kernel as each
+    student (runuser). Readable, or only traversable (0711: a known file name is enough), are both refused."""
+    from deploy import roster as roster_file
+    from deploy.hub import accounts, launch
+
+    roster = roster_file.load()
+    accounts.ensure_users(roster.users)
+    group = accounts.ensure_staff_group(roster.staff_group, roster.instructors)
+    top = Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        os.chmod(top, 0o755)
+        solutions = top / "solutions"
+        solutions.mkdir()
+        (solutions / "01.ipynb").write_text("{}")
+        os.chmod(solutions / "01.ipynb", 0o644)
+        for mode in (0o755, 0o711):
+            os.chmod(solutions, mode)
+            with pytest.raises(SystemExit) as refused:
+                launch.refuse_if_open(roster, [solutions])
+            message = str(refused.value.code)
+            assert f"{solutions} is readable by awd-alice, awd-bob, awd-carol" in message, message
+            assert "cron job" in message and "fix: chmod 0700" in message, message
+        shutil.chown(solutions, group=group)
+        os.chmod(solutions, 0o750)  # the fix: students out, the staff group in
+        launch.refuse_if_open(roster, [solutions])  # no exit
+        assert launch.open_paths(roster, [solutions]) == {}
+        assert accounts.reachable_by(roster.instructor, [solutions]) == [solutions]
+        # The fix printed for the clone's own folders names the staff group.
+        with pytest.raises(SystemExit) as refused:
+            launch.refuse_if_open(roster, [launch.REPO / "hw4lib"])  # open to students, rightly: a stand-in
+        assert f"chgrp {group} {launch.REPO / 'hw4lib'} && chmod 0750" in str(refused.value.code)
+    finally:
+        shutil.rmtree(top)
+
+
+@needs_root
+def test_no_password_without_demo_and_demo_announced(tmp_path, prepared_data):
+    """``start.sh --prepare-only``: the account it makes for a new roster member has no login shell and no
+    password, and no existing account's password changes; with ``--demo`` every account's password is its
+    name, said loudly, and PAM (as the hub uses it) accepts it for the nologin account."""
+    import pamela
+
+    from deploy import roster as roster_file
+    from deploy.hub import accounts
+    from tests.fixtures.hub import closed_repo, restore_hashes, shadow_hashes
+
+    newcomer = f"awd-new{os.getpid() % 100000}"
+    (tmp_path / "class.csv").write_text(f"username,role\n{newcomer},student\n")
+    users = roster_file.load().users
+    before = shadow_hashes(users)
+    top = Path(tempfile.mkdtemp(dir="/tmp"))
+    course_dir = f"awd-course-prepare-{os.getpid()}"
+    os.chmod(top, 0o755)
+
+    def prepare(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", str(Path(__file__).resolve().parent.parent / "deploy" / "hub" / "start.sh"), "--prepare-only",
+             "--run-dir", str(top / "run"), "--shared-dir", str(top / "shared"), "--course-dir", course_dir,
+             "--data-dir", str(prepared_data), "--members", str(tmp_path / "class.csv"), *extra],
+            env=dict(os.environ, PYTHON=sys.executable), capture_output=True, text=True)
+
+    try:
+        with closed_repo():
+            plain = prepare()
+            assert plain.returncode == 0, plain.stdout[-2000:] + plain.stderr[-2000:]
+            assert "DEMO" not in plain.stdout + plain.stderr
+            import pwd
+
+            assert pwd.getpwnam(newcomer).pw_shell == accounts.NOLOGIN
+            assert shadow_hashes((newcomer,))[newcomer].startswith(("!", "*")), "a new account got a password"
+            assert shadow_hashes(users) == before, "a password changed without --demo"
+            with pytest.raises(pamela.PAMError):
+                pamela.authenticate(newcomer, newcomer, service="login")
+
+            demo = prepare("--demo")
+            assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
+            assert "DEMO PASSWORDS" in demo.stdout and "Never use --demo for a class" in demo.stdout, demo.stdout
+            for user in (newcomer, "awd-alice"):
+                pamela.authenticate(user, user, service="login")  # raises on a refusal
+                pamela.check_account(user, service="login")
+    finally:
+        restore_hashes(before)
+        subprocess.run(["userdel", "-r", newcomer], capture_output=True)
+        shutil.rmtree(Path("/home/awd-instructor") / course_dir, ignore_errors=True)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@needs_root
+def test_start_sh_refuses_a_clone_whose_solutions_students_can_read(prepared_data):
+    """The whole start script on a world-readable copy of the clone under /tmp (the real one is not opened):
+    it stops before the hub, naming each open folder, who can read it and the fix."""
+    repo = Path(__file__).resolve().parent.parent
+    copy = Path(tempfile.mkdtemp(prefix="awd-open-clone-", dir="/tmp"))
+    course_dir = f"awd-course-refused-{os.getpid()}"
+    try:
+        os.chmod(copy, 0o755)
+        for name in ("deploy", "autograder", "hw4lib", "solutions", "notebooks"):
+            shutil.copytree(repo / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+        subprocess.run(["chmod", "-R", "a+rX", str(copy)], check=True)
+        started = subprocess.run(
+            ["bash", str(copy / "deploy" / "hub" / "start.sh"), "--run-dir", str(copy / "run"), "--shared-dir",
+             str(copy / "shared"), "--course-dir", course_dir, "--data-dir", str(prepared_data)],
+            env=dict(os.environ, PYTHON=sys.executable), capture_output=True, text=True, timeout=120)
+        assert started.returncode != 0, started.stdout[-2000:]
+        assert "refusing to start" in started.stderr, started.stderr[-2000:]
+        for name in ("solutions", "autograder"):
+            assert f"{copy / name} is readable by awd-alice, awd-bob, awd-carol" in started.stderr, started.stderr
+            assert f"fix: chgrp awd-course-staff {copy / name} && chmod 0750 {copy / name}" in started.stderr
+        assert str(Path("/home/awd-instructor") / course_dir) not in started.stderr  # the course root is closed
+        assert not (copy / "run" / "jupyterhub.pid").exists() and "JupyterHub on" not in started.stdout
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.rmtree(Path("/home/awd-instructor") / course_dir, ignore_errors=True)

@@ -1,10 +1,11 @@
-"""The hub's Unix accounts, the nbgrader exchange and the instructor's course root, made idempotently (as root).
+"""The hub's Unix accounts and groups, the nbgrader exchange and the instructor's course root (as root).
 
-Kept apart from the hub's config and launcher so that it can later be merged with (or replaced by)
-``deploy/course_setup.py``: nothing else in ``deploy/hub/`` creates users or directories outside the run folder.
-
-The passwords are for a demo only: each account's password is its own name. A real class logs in with the
-institution's accounts (PAM against LDAP/Kerberos, or an OAuthenticator) and never uses these.
+Who has an account comes from the course's one roster (``deploy/roster.py``), shared with
+``deploy/course_setup.py``. The course sets no password: a class logs in with the passwords the institution
+(or the instructor, with ``passwd``/``chpasswd``) gave the Unix accounts, through PAM. Only
+``start.sh --demo`` sets demo passwords (each account's own name), for trying the hub on a machine nobody
+else can reach. Accounts the hub creates get no login shell (``/usr/sbin/nologin``): they are for the hub,
+not for ssh; PAM's ``login`` service does not look at the shell, so they still sign in to the hub.
 """
 
 from __future__ import annotations
@@ -13,16 +14,17 @@ import os
 import pwd
 import shutil
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-INSTRUCTOR = "awd-instructor"
-STUDENTS = ("awd-alice", "awd-bob", "awd-carol")
-USERS = (INSTRUCTOR, *STUDENTS)
+from deploy.course_setup import ensure_user
+
+NOLOGIN = "/usr/sbin/nologin"
 
 
 def demo_password(user: str) -> str:
-    """The demo password of a hub account (documented in docs/deploy.md): the account's own name."""
+    """The demo password of a hub account (``start.sh --demo`` only; docs/deploy.md): the account's own name."""
     return user
 
 
@@ -41,30 +43,50 @@ def account(name: str) -> Account:
 
 def _require_root(what: str) -> None:
     if os.geteuid() != 0:
-        raise PermissionError(f"{what} needs root (it creates Unix users and sets their passwords); run with sudo")
+        raise PermissionError(f"{what} needs root (it creates Unix users and groups); run with sudo")
 
 
-def ensure_users(users: tuple[str, ...] = USERS, set_passwords: bool = True) -> dict[str, Account]:
-    """Creates the Unix users that do not exist yet (``useradd -m``) and sets their demo passwords.
+def ensure_users(users: Iterable[str]) -> dict[str, Account]:
+    """Creates the Unix users that do not exist yet (``useradd -m -s /usr/sbin/nologin``, no password: the
+    account cannot sign in until someone sets one). Existing accounts keep their shell and password.
 
     Homes are made 0700 whatever ``HOME_MODE`` says: a student must not read another's work, nor the
     instructor's course root (it holds the solutions and the gradebook).
     """
     _require_root("creating the hub's users")
-    for name in users:
-        try:
-            pwd.getpwnam(name)
-        except KeyError:
-            subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True, capture_output=True, text=True)
-    if set_passwords:
-        lines = "".join(f"{name}:{demo_password(name)}\n" for name in users)
-        subprocess.run(["chpasswd"], input=lines, check=True, capture_output=True, text=True)
-    accounts = {name: account(name) for name in users}
+    accounts = {name: account(ensure_user(name, shell=NOLOGIN).pw_name) for name in users}
     for acc in accounts.values():
         acc.home.mkdir(parents=True, exist_ok=True)
         os.chown(acc.home, acc.uid, acc.gid)
         os.chmod(acc.home, 0o700)
     return accounts
+
+
+def set_demo_passwords(users: Iterable[str]) -> None:
+    """Sets each account's password to its own name (``start.sh --demo``; never for a class)."""
+    _require_root("setting passwords")
+    lines = "".join(f"{name}:{demo_password(name)}\n" for name in users)
+    subprocess.run(["chpasswd"], input=lines, check=True, capture_output=True, text=True)
+
+
+def ensure_staff_group(group: str, members: Iterable[str]) -> str:
+    """The Unix group that may enter the course's closed folders (``solutions/``, ``autograder/``), with
+    ``members`` in it. Members already in it stay; nobody is removed (that is the administrator's call)."""
+    _require_root("creating the staff group")
+    subprocess.run(["groupadd", "-f", group], check=True, capture_output=True, text=True)
+    for user in members:
+        subprocess.run(["gpasswd", "-a", user, group], check=True, capture_output=True, text=True)
+    return group
+
+
+def reachable_by(user: str, paths: Iterable[Path]) -> list[Path]:
+    """Which of ``paths`` ``user`` can read or enter, asked of the kernel by a process of that user (its
+    groups included), wherever the user's processes run: the hub's servers, but also cron, at or ssh."""
+    paths = [str(p) for p in paths]
+    script = 'for p; do if test -r "$p" || test -x "$p"; then printf "%s\\n" "$p"; fi; done'
+    result = subprocess.run(["runuser", "-u", user, "--", "sh", "-c", script, "sh", *paths],
+                            check=True, capture_output=True, text=True, cwd="/")
+    return [Path(line) for line in result.stdout.splitlines()]
 
 
 def ensure_exchange(root: Path) -> Path:

@@ -1,17 +1,20 @@
 # JupyterHub for the course on one machine. Started by deploy/hub/start.sh (deploy/hub/launch.py), which
-# creates the users, the exchange and the course, then sets the AWD_HUB_* variables read here.
+# creates the users, the exchange and the course, then sets the AWD_HUB_* variables read here. Who may sign in,
+# and in which group, comes from the course's roster (deploy/roster.toml), the same one course_setup.py reads.
 import os
 import sys
 from pathlib import Path
 
+from deploy import roster as roster_file
 from deploy.hub import ngshare
-from deploy.hub.accounts import INSTRUCTOR, USERS
 from deploy.hub.spawner import CourseSpawner
 
 c = get_config()  # noqa: F821
 
 env = os.environ
 run = Path(env["AWD_HUB_RUN_DIR"])
+roster = roster_file.load(Path(env["AWD_HUB_ROSTER"]), Path(env["AWD_HUB_MEMBERS"]) if env.get("AWD_HUB_MEMBERS")
+                          else None)
 
 # Only on loopback: put a TLS-terminating reverse proxy in front for anything beyond this machine.
 c.JupyterHub.bind_url = f"http://127.0.0.1:{env['AWD_HUB_PORT']}"
@@ -27,12 +30,24 @@ c.JupyterHub.pid_file = str(run / "jupyterhub.pid")
 c.JupyterHub.cleanup_servers = True
 c.JupyterHub.cleanup_proxy = True
 
-# The system's users and passwords, through PAM ("login" service). No PAM session: containers often lack
-# systemd-logind, and the servers are plain processes started by the hub.
+# The authenticator: JupyterHub's own PAMAuthenticator, the Unix accounts' passwords (which the institution or the
+# instructor sets: LDAP/Kerberos through PAM, or passwd/chpasswd; the course sets none, but with start.sh --demo).
+# Chosen because it needs no other service, runs offline, ships with (so is pinned with) jupyterhub, and checks the
+# very accounts the servers run as; only the roster's users may sign in. NativeAuthenticator would keep a second
+# set of passwords in the hub's database, for accounts that still need a Unix user each; OAuthenticator (an
+# institution's SSO) and LTI (sign-in from the LMS) need that server reachable: see docs/deploy.md.
+# The "login" PAM service checks the password and the account, not the shell: nologin accounts sign in.
+# No PAM session: containers often lack systemd-logind, and the servers are plain processes started by the hub.
 c.JupyterHub.authenticator_class = "pam"
 c.PAMAuthenticator.open_sessions = False
-c.Authenticator.allowed_users = set(USERS)
+c.Authenticator.allowed_users = set(roster.users)
 c.Authenticator.admin_users = set()  # nobody, the instructor included, may open another user's server
+# A group per role of the roster. load_groups only adds: someone dropped from the roster loses the sign-in
+# (allowed_users) at the next start, but leaving a group takes the hub's admin API.
+# TODO(graders): nbgrader's "multiple graders" setup (a shared formgrader run as a service for the graders
+# group, with an access:services role) is not built yet; graders get a student's server (docs/deploy.md).
+c.JupyterHub.load_groups = {f"{role}s": {"users": list(getattr(roster, f"{role}s"))}
+                            for role in roster_file.ROLES}
 
 c.JupyterHub.spawner_class = CourseSpawner
 # `python -m` with the hub's own interpreter: console scripts' shebangs would name a path students may not see.
@@ -45,8 +60,9 @@ c.CourseSpawner.data_dir = env["AWD_HUB_DATA_DIR"]
 c.CourseSpawner.role_config_root = env["AWD_HUB_ROLE_CONFIG"]
 c.CourseSpawner.stage_dir = env["AWD_HUB_STAGE_DIR"]
 c.CourseSpawner.tag = str(run)
+c.CourseSpawner.instructors = list(roster.instructors)
 c.JupyterHub.log_level = env.get("AWD_HUB_LOG_LEVEL", "INFO")
 
 # `start.sh --exchange ngshare`: nbgrader's exchange is the ngshare service instead of a shared directory.
 if env.get("AWD_HUB_NGSHARE_PORT"):
-    c.JupyterHub.services = [ngshare.service(int(env["AWD_HUB_NGSHARE_PORT"]), run / "ngshare", (INSTRUCTOR,))]
+    c.JupyterHub.services = [ngshare.service(int(env["AWD_HUB_NGSHARE_PORT"]), run / "ngshare", roster.instructors)]

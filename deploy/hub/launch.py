@@ -3,7 +3,10 @@
 Prepares what the hub needs, then replaces this process with ``jupyterhub`` (same PID: stopping it with
 SIGTERM or Ctrl-C stops the proxy and every user's server too):
 
-* the Unix users and their demo passwords, the exchange, the instructor's course (``deploy/hub/accounts.py``);
+* the Unix users and groups of the roster (``deploy/roster.toml``, plus ``--members CLASS.csv``), the exchange,
+  the instructor's course (``deploy/hub/accounts.py``); no password is set unless ``--demo`` is given;
+* a refusal to start while a student's own processes (a cron job, an ``at`` job, an ssh session: they run outside
+  the servers' mount namespaces) could read ``solutions/``, ``autograder/`` or the course root;
 * ``<shared>/jupyter/<role>/``: each role's nbgrader config (course id, exchange; the course root for the
   instructor) and which of nbgrader's extensions load: students get the assignment list and validation, the
   instructor also the formgrader, course list and create-assignment toolbar;
@@ -23,11 +26,11 @@ import socket
 import sys
 from pathlib import Path
 
+from deploy import roster as roster_file
 from deploy.hub import accounts, ngshare, runtime
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-COURSE_ID = "awd-course"
 
 STUDENT_OFF = ("formgrader", "course_list")
 LAB_STUDENT_OFF = ("formgrader", "course-list", "create-assignment")
@@ -43,7 +46,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_role_configs(root: Path, exchange: Path, course_root: Path, ngshare_url: str | None = None) -> None:
+def write_role_configs(root: Path, course_id: str, exchange: Path, course_root: Path,
+                       ngshare_url: str | None = None) -> None:
     """``<root>/student`` and ``<root>/instructor``: the JUPYTER_CONFIG_PATH entry of each role's servers.
 
     The same settings nbgrader documents per user (``jupyter server extension disable --user …`` writes
@@ -68,7 +72,7 @@ def write_role_configs(root: Path, exchange: Path, course_root: Path, ngshare_ur
             json.dumps({"disabledExtensions": {f"@jupyter/nbgrader:{name}": True for name in lab_off}}, indent=2))
         (folder / "labconfig" / "default_setting_overrides.json").write_text(json.dumps(LAB_DEFAULTS, indent=2))
         lines = ["c = get_config()  # noqa: F821",
-                 f"c.CourseDirectory.course_id = {COURSE_ID!r}",
+                 f"c.CourseDirectory.course_id = {course_id!r}",
                  f"c.Exchange.root = {str(exchange)!r}"]
         if role == "instructor":
             lines.append(f"c.CourseDirectory.root = {str(course_root)!r}")
@@ -80,6 +84,50 @@ def write_role_configs(root: Path, exchange: Path, course_root: Path, ngshare_ur
         os.chmod(dirpath, 0o755)
         for name in files:
             os.chmod(os.path.join(dirpath, name), 0o644)
+
+
+def closed_paths(course_root: Path) -> list[Path]:
+    """What no student may read or enter: the reference solutions, the grader (its hidden checks and config),
+    the instructor's course root (``source/``, ``gradebook.db``, the verdicts)."""
+    return [REPO / "solutions", REPO / "autograder", course_root, course_root / "gradebook.db"]
+
+
+def open_paths(roster: roster_file.Roster, paths: list[Path]) -> dict[Path, list[str]]:
+    """For each of ``paths`` that some student can read or enter, which students (the kernel asked as each)."""
+    found: dict[Path, list[str]] = {}
+    for student in roster.students:
+        for path in accounts.reachable_by(student, paths):
+            found.setdefault(path, []).append(student)
+    return found
+
+
+def refuse_if_open(roster: roster_file.Roster, paths: list[Path]) -> None:
+    """Exits, naming each path and its fix, when a student could read it. The servers' mount namespaces hide
+    the clone, but a student's crontab, ``at`` job or ``ssh localhost`` runs outside them: only the files'
+    permissions keep those out."""
+    found = open_paths(roster, paths)
+    if not found:
+        return
+    lines = ["deploy/hub: refusing to start: students can read what must stay closed to them "
+             "(a student's cron job, at job or ssh session runs outside the servers' mount namespaces):"]
+    for path, students in found.items():
+        who = ", ".join(students[:3]) + (f" and {len(students) - 3} more" if len(students) > 3 else "")
+        if path.is_relative_to(REPO):
+            fix = (f"chgrp {roster.staff_group} {path} && chmod 0750 {path}   (the roster's instructors are in "
+                   f"{roster.staff_group}), or keep the clone in a folder other users cannot enter, such as /root")
+        else:
+            fix = f"chmod 0700 {path.parent if path.name == 'gradebook.db' else path}"
+        lines += [f"  {path} is readable by {who}", f"    fix: {fix}"]
+    sys.exit("\n".join(lines))
+
+
+def announce_demo(users: tuple[str, ...]) -> None:
+    """Says, where nobody can miss it, that every account now has a password anyone can guess."""
+    bar = "!" * 100
+    print(f"{bar}\ndeploy/hub: --demo: DEMO PASSWORDS. Each account's password is now its own name "
+          f"({users[0]} / {accounts.demo_password(users[0])}): {', '.join(users)}.\n"
+          "deploy/hub: anyone who reaches this hub can sign in as anyone. Never use --demo for a class.\n"
+          f"{bar}", flush=True)
 
 
 def prepare(args: argparse.Namespace) -> dict[str, str]:
@@ -97,14 +145,20 @@ def prepare(args: argparse.Namespace) -> dict[str, str]:
     if blocked is not None:
         sys.exit(f"deploy/hub: the shared folder {shared} is inside {blocked}, which other users cannot enter; "
                  "choose a --shared-dir every user can reach (default /srv/awd-course)")
-    users = accounts.ensure_users()
-    instructor = users[accounts.INSTRUCTOR]
+    roster = roster_file.load(args.roster, args.members)
+    users = accounts.ensure_users(roster.users)
+    accounts.ensure_staff_group(roster.staff_group, roster.instructors)
+    instructor = users[roster.instructor]
     exchange = accounts.ensure_exchange(shared / "exchange")
     # nbgrader's formgrader refuses a course root outside the server's root folder (the instructor's home).
     course_root = instructor.home / args.course_dir
     accounts.ensure_course_root(course_root, instructor, exchange)
+    refuse_if_open(roster, closed_paths(course_root))
+    if args.demo:
+        accounts.set_demo_passwords(roster.users)
+        announce_demo(roster.users)
     ngshare_url = ngshare.service_url(f"http://127.0.0.1:{args.port}") if args.exchange == "ngshare" else None
-    write_role_configs(shared / "jupyter", exchange, course_root, ngshare_url)
+    write_role_configs(shared / "jupyter", roster.course_id, exchange, course_root, ngshare_url)
 
     run = Path(args.run_dir).resolve()
     run.mkdir(parents=True, exist_ok=True)
@@ -138,6 +192,9 @@ def prepare(args: argparse.Namespace) -> dict[str, str]:
         "AWD_HUB_STAGE_DIR": str(stage),
         "AWD_HUB_COURSE_ROOT": str(course_root),
         "AWD_HUB_EXCHANGE": str(exchange),
+        # The hub's config reads the same roster: allowed users, groups, who is an instructor.
+        "AWD_HUB_ROSTER": str(Path(args.roster).resolve()),
+        "AWD_HUB_MEMBERS": str(Path(args.members).resolve()) if args.members else "",
     }
 
 
@@ -159,6 +216,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--exchange", choices=("directory", "ngshare"), default="directory",
                         help="nbgrader's exchange: the shared directory (default) or the ngshare service")
     parser.add_argument("--ngshare-port", type=int, default=0, help="ngshare's own port (default: a free one)")
+    parser.add_argument("--roster", default=str(roster_file.ROSTER),
+                        help="the course's roster (deploy/roster.toml): its people, by role")
+    parser.add_argument("--members", default=None,
+                        help="a CSV class list from an LMS (columns username,role) added to the roster's people")
+    parser.add_argument("--demo", action="store_true",
+                        help="set each account's password to its own name (a demo nobody else can reach; "
+                             "never for a class). Without it, no password is set or changed")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="make the accounts, folders and config, run the checks, and exit without the hub")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -166,6 +232,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     settings = prepare(args)
+    if args.prepare_only:
+        print("deploy/hub: prepared; not starting the hub (--prepare-only)", flush=True)
+        return
     env = dict(os.environ, **settings, AWD_HUB_LOG_LEVEL=args.log_level)
     # The config imports deploy.hub.spawner; the proxy (node) is found by absolute path.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
