@@ -14,6 +14,7 @@ one machine of many) and ``merge`` (checks the shards belong together, gathers t
 
 from __future__ import annotations
 
+import compileall
 import csv
 import hashlib
 import json
@@ -40,6 +41,7 @@ RUNTIME_FILES = ("probe.py", "results.py")
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_NOTEBOOK_MB = 64
 STARTUP_S = 20.0  # importing torch and loading the notebooks, on top of the first part's budget
+RUNTIME_MOUNT = "/grader"  # where the sandbox sees the runtime
 
 
 def prepare_runtime(dest: Path) -> Path:
@@ -53,6 +55,9 @@ def prepare_runtime(dest: Path) -> Path:
     for name in RUNTIME_FILES:
         shutil.copy2(here / name, dest / "autograder" / name)
     shutil.copytree(here.parent / "hw4lib", dest / "hw4lib", ignore=shutil.ignore_patterns("__pycache__"))
+    # Compiled once here: the sandbox cannot write __pycache__, so every probe would compile the modules again.
+    # Tracebacks name the files where the sandbox sees them.
+    compileall.compile_dir(dest, ddir=RUNTIME_MOUNT, quiet=1)
     return dest
 
 
@@ -176,10 +181,10 @@ def probe_submission(sub: Path, work: Path, config: Config, seed: int, runtime: 
         receiver = results.Receiver(read_end, parts_now)
         outcome = sandbox.run(
             [sys.executable, "-m", "autograder.probe", "/in", str(write_end)],
-            ro={"/grader": runtime, "/sub": subcopy, "/in": in_dir},
+            ro={RUNTIME_MOUNT: runtime, "/sub": subcopy, "/in": in_dir},
             limits=sandbox.Limits.from_config(limits), log=work / f"probe-{launch}.log",
             watchdog=part_watchdog(parts_now, receiver.payloads, limits), pass_fds=(write_end,),
-            env={"PYTHONPATH": "/grader"})
+            env={"PYTHONPATH": RUNTIME_MOUNT})
         receiver.finish()
         failed_at = None
         for index, part in enumerate(parts_now):
