@@ -151,13 +151,14 @@ def limit_reported(obs: dict) -> str | None:
 
 
 def probe_submission(sub: Path, work: Path, config: Config, seed: int, runtime: Path,
-                     windows: dict) -> dict[str, Probed]:
+                     windows: dict, timing: dict | None = None) -> dict[str, Probed]:
     """Runs the probe until every part has a result or a failure; a part that hangs or crashes costs only itself.
 
     The sandbox gets nothing it can write outside itself: the submission and the request (``work/in``) are bound
     read-only, and results come back through a pipe (``autograder.results``). Returns {part: (observation or None,
     failure or None, why the part's code was stopped or None)}: a limit (``report.LIMITS``; the probe died, or it
     reported the output or memory limit), "crashed" or "exited", or "channel" when its results were unusable.
+    ``timing``, if given, receives the seconds of the sandbox's start with the imports ("start") and of each part.
     """
     limits = config.limits
     in_dir, subcopy = work / "in", work / "sub"
@@ -186,6 +187,8 @@ def probe_submission(sub: Path, work: Path, config: Config, seed: int, runtime: 
             watchdog=part_watchdog(parts_now, receiver.payloads, limits), pass_fds=(write_end,),
             env={"PYTHONPATH": RUNTIME_MOUNT})
         receiver.finish()
+        if timing is not None:
+            _record_timing(timing, receiver, parts_now)
         failed_at = None
         for index, part in enumerate(parts_now):
             payload = receiver.payloads.get(part)
@@ -203,15 +206,30 @@ def probe_submission(sub: Path, work: Path, config: Config, seed: int, runtime: 
     return found
 
 
+def _record_timing(timing: dict, receiver: results.Receiver, parts: list[str]) -> None:
+    """Adds one launch's seconds to ``timing``: from the launch to the probe's READY frame ("start": the sandbox,
+    the interpreter, torch and the probe's imports), then from one frame to the next (each part)."""
+    last = receiver.started
+    for name in [results.READY, *parts]:
+        if name not in receiver.arrived:
+            return
+        key = "start" if name == results.READY else name
+        timing[key] = round(timing.get(key, 0.0) + receiver.arrived[name] - last, 3)
+        last = receiver.arrived[name]
+
+
 def grade_student(sub: Path, work: Path, config: Config, seed: int, runtime: Path,
                   slices: dict[str, torch.Tensor]) -> list[judge.Verdict]:
     """All verdicts of one submission; also written to ``work/verdicts.json``."""
     work.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     data, bounds = judge.consistency_windows(slices["valid"], config)
-    results = probe_submission(sub, work, config, seed, runtime, {"data": data, "bounds": bounds})
+    probe_parts: dict[str, float] = {}
+    results = probe_submission(sub, work, config, seed, runtime, {"data": data, "bounds": bounds}, probe_parts)
+    probed = time.monotonic()
     ckpt, unusable = model_file.read(work / "sub" / "model.pt")  # the copy the probe ran: one model.pt judged
     measured = judge.measure_perplexity(ckpt, unusable, slices["valid"], slices["test"], config)
+    scored = time.monotonic()
     verdicts = []
     for part in config.parts:
         obs, failure, _ = results[part.name]
@@ -219,7 +237,9 @@ def grade_student(sub: Path, work: Path, config: Config, seed: int, runtime: Pat
             verdicts.append(judge.judge_val_perplexity(part, obs, failure, measured, config))
         else:
             verdicts.append(judge.judge_part(part, obs, seed, failure))
-    payload = {"seed": seed, "seconds": round(time.monotonic() - start, 2),
+    timing = {"probe": round(probed - start, 3), "probe_parts": probe_parts,
+              "perplexity": round(scored - probed, 3), "properties": round(time.monotonic() - scored, 3)}
+    payload = {"seed": seed, "seconds": round(time.monotonic() - start, 2), "timing": timing,
                "perplexity": {"valid": measured.valid, "test": measured.test},
                "submission": judged_files(work, config), "verdicts": {v.part: v.as_dict() for v in verdicts},
                "stopped": {part: kind for part, (_, _, kind) in results.items() if kind}}
@@ -420,21 +440,30 @@ def record_grades(submissions: Path, out: Path, students: list[str], config: Con
     settings = (f"c.InjectVerdicts.config_path = {str(config.path)!r}\n"
                 f"c.InjectVerdicts.submitted_dir = {str(Path(submissions).resolve())!r}")
     root = course.make_course(out / "course", notebooks=source, extra_config=settings, config=config)
-    result = course.nbgrader(root, "generate_assignment", course.ASSIGNMENT, "--force", check=False)
+    seconds: dict[str, float] = {}
+
+    def run(command: str, *args: str):
+        t0 = time.monotonic()
+        result = course.nbgrader(root, command, course.ASSIGNMENT, *args, check=False)
+        seconds[command] = round(time.monotonic() - t0, 2)
+        return result
+
+    result = run("generate_assignment", "--force")
     if result.returncode != 0:
         raise RuntimeError(f"nbgrader generate_assignment failed:\n{result.stdout}\n{result.stderr}")
     verdicts = {s: json.loads(shards.record_path(out, s).read_text())["parts"] for s in students}
     for student in students:
         place_submission(submission_folder(submissions, student), root, student, root / "source" / course.ASSIGNMENT,
                          root / "release" / course.ASSIGNMENT)
-    result = course.nbgrader(root, "autograde", course.ASSIGNMENT, "--create", "--force", check=False)
+    result = run("autograde", "--create", "--force")
     if result.returncode != 0:
         log(f"nbgrader autograde reported a problem:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
     for fix in enforce_scores(root, verdicts, config):
         log(f"gradebook corrected: {fix}")
-    result = course.nbgrader(root, "generate_feedback", course.ASSIGNMENT, "--force", check=False)
+    result = run("generate_feedback", "--force")
     if result.returncode != 0:
         log(f"nbgrader generate_feedback reported a problem:\n{result.stderr[-2000:]}")
+    (out / report.NBGRADER_TIMING).write_text(json.dumps({"students": len(students), "seconds": seconds}))
     for student in students:
         src = root / "feedback" / student / course.ASSIGNMENT
         if src.is_dir():
