@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import compileall
 import csv
-import hashlib
 import json
 import os
 import re
@@ -31,7 +30,7 @@ from pathlib import Path
 import nbformat
 import torch
 
-from autograder import course, judge, model_file, report, results, sandbox, shards, untrusted_files
+from autograder import course, judge, model_file, report, results, sandbox, shards, submission, untrusted_files
 from autograder.config import Config
 from autograder.config import load as load_config
 from autograder.shards import WHOLE, Shard
@@ -39,7 +38,6 @@ from hw4lib import cpu_runtime
 
 RUNTIME_FILES = ("probe.py", "results.py")
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-MAX_NOTEBOOK_MB = 64
 STARTUP_S = 20.0  # importing torch and loading the notebooks, on top of the first part's budget
 RUNTIME_MOUNT = "/grader"  # where the sandbox sees the runtime
 
@@ -61,14 +59,6 @@ def prepare_runtime(dest: Path) -> Path:
     return dest
 
 
-def submission_folder(submissions: Path, student: str) -> Path:
-    """``DIR/<student>/``, or ``DIR/<student>/hw4/`` when ``DIR`` is an nbgrader course's ``submitted/`` (after
-    ``nbgrader collect``), so the instructor can grade what the exchange delivered as it lies."""
-    folder = Path(submissions) / student
-    nested = folder / course.ASSIGNMENT
-    return nested if nested.is_dir() and not nested.is_symlink() else folder
-
-
 def graded_notebooks(config: Config) -> list[str]:
     """Every notebook a graded part loads (judge.STAGES: the model part runs stages 02-04; with the earlier stages
     as context), by the course's names."""
@@ -80,8 +70,8 @@ def copy_submission(src: Path, dest: Path, notebooks: list[str]) -> None:
     """Regular files only, within their caps (a symlink could point at the gradebook): the notebooks and model.pt."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in notebooks:
-        untrusted_files.copy_regular(src / name, dest / name, MAX_NOTEBOOK_MB * 2**20)
-    untrusted_files.copy_regular(src / "model.pt", dest / "model.pt", model_file.MAX_MB * 2**20)
+        untrusted_files.copy_regular(src / name, dest / name, submission.cap_bytes(name))
+    untrusted_files.copy_regular(src / "model.pt", dest / "model.pt", submission.cap_bytes("model.pt"))
 
 
 def _death(outcome: sandbox.Outcome, limits: dict, log: Path) -> tuple[str, str]:
@@ -247,24 +237,10 @@ def grade_student(sub: Path, work: Path, config: Config, seed: int, runtime: Pat
     return verdicts
 
 
-def submission_digest(folder: Path, names: list[str]) -> str:
-    """sha256 over the names and contents of the files ``names`` in ``folder`` that the grader would read (regular
-    files within their caps, as ``copy_submission`` copies them); absent or refused files count as absent."""
-    digest = hashlib.sha256()
-    for name in sorted(names):
-        cap = (model_file.MAX_MB if name == "model.pt" else MAX_NOTEBOOK_MB) * 2**20
-        try:
-            content = untrusted_files.read_regular(folder / name, cap)
-        except untrusted_files.Refused:
-            continue
-        digest.update(f"{name}\0{hashlib.sha256(content).hexdigest()}\0".encode())
-    return digest.hexdigest()
-
-
 def judged_files(work: Path, config: Config) -> dict:
     """What a verdict was judged on: the file names the grader copies and the digest of the copies it judged."""
     names = [*graded_notebooks(config), "model.pt"]
-    return {"files": names, "sha256": submission_digest(work / "sub", names)}
+    return {"files": names, "sha256": submission.digest(work / "sub", names)}
 
 
 def verdict_record(verdicts: list[judge.Verdict], work: Path, config: Config) -> dict:
@@ -284,7 +260,8 @@ def grading_slices(config: Config) -> dict[str, torch.Tensor]:
 def _readable(path: Path) -> nbformat.NotebookNode | None:
     """The submitted notebook at ``path`` (a regular file within the cap, valid nbformat), else None."""
     try:
-        nb = nbformat.reads(untrusted_files.read_regular(path, MAX_NOTEBOOK_MB * 2**20).decode("utf-8"), as_version=4)
+        text = untrusted_files.read_regular(path, submission.cap_bytes(path.name)).decode("utf-8")
+        nb = nbformat.reads(text, as_version=4)
         nbformat.validate(nb)
         return nb
     except Exception:
@@ -326,7 +303,7 @@ def place_submission(src: Path, root: Path, student: str, source_dir: Path, rele
         nb.cells = kept
         nbformat.write(nb, str(dest / source_nb.name))
     # nbgrader autograde by hand judges from here
-    untrusted_files.copy_regular(src / "model.pt", dest / "model.pt", model_file.MAX_MB * 2**20)
+    untrusted_files.copy_regular(src / "model.pt", dest / "model.pt", submission.cap_bytes("model.pt"))
 
 
 def gradebook_rows(root: Path, students: list[str], config: Config, verdicts: dict, log=print) -> list[dict]:
@@ -418,7 +395,7 @@ def judge_share(submissions: Path, out: Path, *, config_path: Path | None = None
         """Grades one student, writes both of its files, and returns the line that reports it."""
         t0 = time.monotonic()
         work = out / "work" / student
-        verdicts = grade_student(submission_folder(submissions, student), work, config, seed, runtime, slices)
+        verdicts = grade_student(submission.folder(submissions, student), work, config, seed, runtime, slices)
         record = shards.record_path(out, student)
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(json.dumps(verdict_record(verdicts, work, config)))
@@ -453,7 +430,7 @@ def record_grades(submissions: Path, out: Path, students: list[str], config: Con
         raise RuntimeError(f"nbgrader generate_assignment failed:\n{result.stdout}\n{result.stderr}")
     verdicts = {s: json.loads(shards.record_path(out, s).read_text())["parts"] for s in students}
     for student in students:
-        place_submission(submission_folder(submissions, student), root, student, root / "source" / course.ASSIGNMENT,
+        place_submission(submission.folder(submissions, student), root, student, root / "source" / course.ASSIGNMENT,
                          root / "release" / course.ASSIGNMENT)
     result = run("autograde", "--create", "--force")
     if result.returncode != 0:
@@ -481,7 +458,7 @@ def stale_verdicts(submissions: Path, out: Path, students: list[str]) -> list[st
     stale = []
     for student in students:
         judged = json.loads(shards.record_path(out, student).read_text())["submission"]
-        if submission_digest(submission_folder(submissions, student), judged["files"]) != judged["sha256"]:
+        if submission.digest(submission.folder(submissions, student), judged["files"]) != judged["sha256"]:
             stale.append(student)
     return stale
 
