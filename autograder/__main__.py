@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     mrg.add_argument("--out", type=Path, required=True, help="grades.csv, feedback/, the nbgrader course")
     mrg.add_argument("--config", type=Path, default=None, help="grading config the shards used")
     mrg.add_argument("--seed", type=int, default=None, help="refuse unless the shards were graded with this seed")
+    mrg.add_argument("--workers", type=int, default=None,
+                     help="nbgrader generate_feedback processes at once (default: cores)")
     mrg.add_argument("--source", type=Path, default=None, help=argparse.SUPPRESS)
     tim = sub.add_parser("timings", help="where a grading run's seconds went (a Markdown table)")
     tim.add_argument("--out", type=Path, required=True, help="the --out folder of a grade or merge run")
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                                  workers=args.workers, seed=args.seed, progress=args.progress or None)
             else:
                 rows = merge(args.shards, args.submissions, args.out, config_path=args.config, seed=args.seed,
-                             source=args.source)
+                             source=args.source, workers=args.workers)
         except ShardMismatch as err:
             print(f"refusing to record these verdicts:\n{err}", file=sys.stderr)
             return 2

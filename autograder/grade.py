@@ -410,9 +410,13 @@ def judge_share(submissions: Path, out: Path, *, config_path: Path | None = None
 
 
 def record_grades(submissions: Path, out: Path, students: list[str], config: Config, source: Path | None = None,
-                  log=print) -> list[dict]:
+                  log=print, workers: int | None = None) -> list[dict]:
     """nbgrader's part, once for the class: the course, autograde with the verdict records found in
-    ``out/course/verdicts/`` (``InjectVerdicts``), feedback, and ``out/grades.csv`` read back from the gradebook."""
+    ``out/course/verdicts/`` (``InjectVerdicts``), feedback, and ``out/grades.csv`` read back from the gradebook.
+
+    Autograde writes the one SQLite gradebook, so it runs as one process; generate_feedback only reads it and
+    writes each student's own folder, so ``workers`` processes share the class (nbgrader's own
+    ``student_id_exclude`` gives each its students), as the judging shared the cores before."""
     # InjectVerdicts checks each verdict against the files it was judged on: here, the folder that was graded
     settings = (f"c.InjectVerdicts.config_path = {str(config.path)!r}\n"
                 f"c.InjectVerdicts.submitted_dir = {str(Path(submissions).resolve())!r}")
@@ -437,9 +441,18 @@ def record_grades(submissions: Path, out: Path, students: list[str], config: Con
         log(f"nbgrader autograde reported a problem:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
     for fix in enforce_scores(root, verdicts, config):
         log(f"gradebook corrected: {fix}")
-    result = run("generate_feedback", "--force")
-    if result.returncode != 0:
-        log(f"nbgrader generate_feedback reported a problem:\n{result.stderr[-2000:]}")
+    processes = max(1, min(workers or os.cpu_count() or 1, len(students)))
+    groups = [students[i::processes] for i in range(processes)]
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max_workers=processes) as pool:
+        done = pool.map(lambda group: course.nbgrader(
+            root, "generate_feedback", course.ASSIGNMENT, "--force",
+            f"--CourseDirectory.student_id_exclude={','.join(s for s in students if s not in group)}", check=False),
+            groups)
+        for result in done:
+            if result.returncode != 0:
+                log(f"nbgrader generate_feedback reported a problem:\n{result.stderr[-2000:]}")
+    seconds[f"generate_feedback ({processes} at once)"] = round(time.monotonic() - t0, 2)
     (out / report.NBGRADER_TIMING).write_text(json.dumps({"students": len(students), "seconds": seconds}))
     for student in students:
         src = root / "feedback" / student / course.ASSIGNMENT
@@ -464,7 +477,8 @@ def stale_verdicts(submissions: Path, out: Path, students: list[str]) -> list[st
 
 
 def merge(shard_dirs: list[Path], submissions: Path, out: Path, *, config_path: Path | None = None,
-          seed: int | None = None, source: Path | None = None, log=print) -> list[dict]:
+          seed: int | None = None, source: Path | None = None, workers: int | None = None,
+          log=print) -> list[dict]:
     """Checks that ``shard_dirs`` are the shards 0..N-1 of one grading of ``submissions`` (same seed, ``seed`` if
     given; same config, same students, same files), gathers their verdicts into ``out`` and runs nbgrader's part
     once."""
@@ -483,7 +497,7 @@ def merge(shard_dirs: list[Path], submissions: Path, out: Path, *, config_path: 
             "grade their shards again")
     if len(found) > 1:
         log(f"merged {len(found)} shards: {len(students)} submissions, seed {seed}")
-    return record_grades(submissions, out, students, config, source, log)
+    return record_grades(submissions, out, students, config, source, log, workers)
 
 
 def grade_all(submissions: Path, out: Path, *, config_path: Path | None = None, source: Path | None = None,
@@ -492,7 +506,8 @@ def grade_all(submissions: Path, out: Path, *, config_path: Path | None = None, 
     """Grades every ``submissions/<student>/`` and writes ``out/grades.csv`` and ``out/feedback/``: the whole class
     as one shard, merged on its own folder (the path ``grade --shard`` and ``merge`` take on several machines)."""
     judge_share(submissions, out, config_path=config_path, workers=workers, seed=seed, progress=progress, log=log)
-    return merge([out], submissions, out, config_path=config_path, seed=seed, source=source, log=log)
+    return merge([out], submissions, out, config_path=config_path, seed=seed, source=source, workers=workers,
+                 log=log)
 
 
 def grade_one(submission: Path, work: Path, verdicts_file: Path, config_path: Path | None = None) -> dict:
