@@ -60,7 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     mrg.add_argument("--out", type=Path, required=True, help="grades.csv, feedback/, the nbgrader course")
     mrg.add_argument("--config", type=Path, default=None, help="grading config the shards used")
     mrg.add_argument("--seed", type=int, default=None, help="refuse unless the shards were graded with this seed")
+    mrg.add_argument("--workers", type=int, default=None,
+                     help="nbgrader generate_feedback processes at once (default: cores)")
     mrg.add_argument("--source", type=Path, default=None, help=argparse.SUPPRESS)
+    tim = sub.add_parser("timings", help="where a grading run's seconds went (a Markdown table)")
+    tim.add_argument("--out", type=Path, required=True, help="the --out folder of a grade or merge run")
     sim = sub.add_parser("similarity", help="pairwise code similarity of submissions (copydetect, MOSS's method)")
     sim.add_argument("--submissions", type=Path, required=True, help="folder with one sub-folder per student")
     sim.add_argument("--out", type=Path, required=True, help="similarity.csv, similarity.html, code/")
@@ -84,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"released {path}")
         print(f"released {course.ship_grading_bar(config)}")
         print(f"released {course.ship_contract()}")
+    elif args.command == "timings":
+        from autograder.report import timing_table
+
+        print("\n".join(timing_table(args.out.resolve())))
     elif args.command == "properties":
         from autograder.config import load as load_config
         from autograder.judge import properties_table
@@ -125,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                                  workers=args.workers, seed=args.seed, progress=args.progress or None)
             else:
                 rows = merge(args.shards, args.submissions, args.out, config_path=args.config, seed=args.seed,
-                             source=args.source)
+                             source=args.source, workers=args.workers)
         except ShardMismatch as err:
             print(f"refusing to record these verdicts:\n{err}", file=sys.stderr)
             return 2

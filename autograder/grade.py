@@ -14,8 +14,8 @@ one machine of many) and ``merge`` (checks the shards belong together, gathers t
 
 from __future__ import annotations
 
+import compileall
 import csv
-import hashlib
 import json
 import os
 import re
@@ -30,7 +30,7 @@ from pathlib import Path
 import nbformat
 import torch
 
-from autograder import course, judge, model_file, report, results, sandbox, shards, untrusted_files
+from autograder import course, judge, model_file, report, results, sandbox, shards, submission, untrusted_files
 from autograder.config import Config
 from autograder.config import load as load_config
 from autograder.shards import WHOLE, Shard
@@ -38,8 +38,8 @@ from hw4lib import cpu_runtime
 
 RUNTIME_FILES = ("probe.py", "results.py")
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-MAX_NOTEBOOK_MB = 64
 STARTUP_S = 20.0  # importing torch and loading the notebooks, on top of the first part's budget
+RUNTIME_MOUNT = "/grader"  # where the sandbox sees the runtime
 
 
 def prepare_runtime(dest: Path) -> Path:
@@ -53,15 +53,10 @@ def prepare_runtime(dest: Path) -> Path:
     for name in RUNTIME_FILES:
         shutil.copy2(here / name, dest / "autograder" / name)
     shutil.copytree(here.parent / "hw4lib", dest / "hw4lib", ignore=shutil.ignore_patterns("__pycache__"))
+    # Compiled once here: the sandbox cannot write __pycache__, so every probe would compile the modules again.
+    # Tracebacks name the files where the sandbox sees them.
+    compileall.compile_dir(dest, ddir=RUNTIME_MOUNT, quiet=1)
     return dest
-
-
-def submission_folder(submissions: Path, student: str) -> Path:
-    """``DIR/<student>/``, or ``DIR/<student>/hw4/`` when ``DIR`` is an nbgrader course's ``submitted/`` (after
-    ``nbgrader collect``), so the instructor can grade what the exchange delivered as it lies."""
-    folder = Path(submissions) / student
-    nested = folder / course.ASSIGNMENT
-    return nested if nested.is_dir() and not nested.is_symlink() else folder
 
 
 def graded_notebooks(config: Config) -> list[str]:
@@ -75,8 +70,8 @@ def copy_submission(src: Path, dest: Path, notebooks: list[str]) -> None:
     """Regular files only, within their caps (a symlink could point at the gradebook): the notebooks and model.pt."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in notebooks:
-        untrusted_files.copy_regular(src / name, dest / name, MAX_NOTEBOOK_MB * 2**20)
-    untrusted_files.copy_regular(src / "model.pt", dest / "model.pt", model_file.MAX_MB * 2**20)
+        untrusted_files.copy_regular(src / name, dest / name, submission.cap_bytes(name))
+    untrusted_files.copy_regular(src / "model.pt", dest / "model.pt", submission.cap_bytes("model.pt"))
 
 
 def _death(outcome: sandbox.Outcome, limits: dict, log: Path) -> tuple[str, str]:
@@ -146,13 +141,14 @@ def limit_reported(obs: dict) -> str | None:
 
 
 def probe_submission(sub: Path, work: Path, config: Config, seed: int, runtime: Path,
-                     windows: dict) -> dict[str, Probed]:
+                     windows: dict, timing: dict | None = None) -> dict[str, Probed]:
     """Runs the probe until every part has a result or a failure; a part that hangs or crashes costs only itself.
 
     The sandbox gets nothing it can write outside itself: the submission and the request (``work/in``) are bound
     read-only, and results come back through a pipe (``autograder.results``). Returns {part: (observation or None,
     failure or None, why the part's code was stopped or None)}: a limit (``report.LIMITS``; the probe died, or it
     reported the output or memory limit), "crashed" or "exited", or "channel" when its results were unusable.
+    ``timing``, if given, receives the seconds of the sandbox's start with the imports ("start") and of each part.
     """
     limits = config.limits
     in_dir, subcopy = work / "in", work / "sub"
@@ -176,11 +172,13 @@ def probe_submission(sub: Path, work: Path, config: Config, seed: int, runtime: 
         receiver = results.Receiver(read_end, parts_now)
         outcome = sandbox.run(
             [sys.executable, "-m", "autograder.probe", "/in", str(write_end)],
-            ro={"/grader": runtime, "/sub": subcopy, "/in": in_dir},
+            ro={RUNTIME_MOUNT: runtime, "/sub": subcopy, "/in": in_dir},
             limits=sandbox.Limits.from_config(limits), log=work / f"probe-{launch}.log",
             watchdog=part_watchdog(parts_now, receiver.payloads, limits), pass_fds=(write_end,),
-            env={"PYTHONPATH": "/grader"})
+            env={"PYTHONPATH": RUNTIME_MOUNT})
         receiver.finish()
+        if timing is not None:
+            _record_timing(timing, receiver, parts_now)
         failed_at = None
         for index, part in enumerate(parts_now):
             payload = receiver.payloads.get(part)
@@ -198,15 +196,30 @@ def probe_submission(sub: Path, work: Path, config: Config, seed: int, runtime: 
     return found
 
 
+def _record_timing(timing: dict, receiver: results.Receiver, parts: list[str]) -> None:
+    """Adds one launch's seconds to ``timing``: from the launch to the probe's READY frame ("start": the sandbox,
+    the interpreter, torch and the probe's imports), then from one frame to the next (each part)."""
+    last = receiver.started
+    for name in [results.READY, *parts]:
+        if name not in receiver.arrived:
+            return
+        key = "start" if name == results.READY else name
+        timing[key] = round(timing.get(key, 0.0) + receiver.arrived[name] - last, 3)
+        last = receiver.arrived[name]
+
+
 def grade_student(sub: Path, work: Path, config: Config, seed: int, runtime: Path,
                   slices: dict[str, torch.Tensor]) -> list[judge.Verdict]:
     """All verdicts of one submission; also written to ``work/verdicts.json``."""
     work.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     data, bounds = judge.consistency_windows(slices["valid"], config)
-    results = probe_submission(sub, work, config, seed, runtime, {"data": data, "bounds": bounds})
+    probe_parts: dict[str, float] = {}
+    results = probe_submission(sub, work, config, seed, runtime, {"data": data, "bounds": bounds}, probe_parts)
+    probed = time.monotonic()
     ckpt, unusable = model_file.read(work / "sub" / "model.pt")  # the copy the probe ran: one model.pt judged
     measured = judge.measure_perplexity(ckpt, unusable, slices["valid"], slices["test"], config)
+    scored = time.monotonic()
     verdicts = []
     for part in config.parts:
         obs, failure, _ = results[part.name]
@@ -214,7 +227,9 @@ def grade_student(sub: Path, work: Path, config: Config, seed: int, runtime: Pat
             verdicts.append(judge.judge_val_perplexity(part, obs, failure, measured, config))
         else:
             verdicts.append(judge.judge_part(part, obs, seed, failure))
-    payload = {"seed": seed, "seconds": round(time.monotonic() - start, 2),
+    timing = {"probe": round(probed - start, 3), "probe_parts": probe_parts,
+              "perplexity": round(scored - probed, 3), "properties": round(time.monotonic() - scored, 3)}
+    payload = {"seed": seed, "seconds": round(time.monotonic() - start, 2), "timing": timing,
                "perplexity": {"valid": measured.valid, "test": measured.test},
                "submission": judged_files(work, config), "verdicts": {v.part: v.as_dict() for v in verdicts},
                "stopped": {part: kind for part, (_, _, kind) in results.items() if kind}}
@@ -222,24 +237,10 @@ def grade_student(sub: Path, work: Path, config: Config, seed: int, runtime: Pat
     return verdicts
 
 
-def submission_digest(folder: Path, names: list[str]) -> str:
-    """sha256 over the names and contents of the files ``names`` in ``folder`` that the grader would read (regular
-    files within their caps, as ``copy_submission`` copies them); absent or refused files count as absent."""
-    digest = hashlib.sha256()
-    for name in sorted(names):
-        cap = (model_file.MAX_MB if name == "model.pt" else MAX_NOTEBOOK_MB) * 2**20
-        try:
-            content = untrusted_files.read_regular(folder / name, cap)
-        except untrusted_files.Refused:
-            continue
-        digest.update(f"{name}\0{hashlib.sha256(content).hexdigest()}\0".encode())
-    return digest.hexdigest()
-
-
 def judged_files(work: Path, config: Config) -> dict:
     """What a verdict was judged on: the file names the grader copies and the digest of the copies it judged."""
     names = [*graded_notebooks(config), "model.pt"]
-    return {"files": names, "sha256": submission_digest(work / "sub", names)}
+    return {"files": names, "sha256": submission.digest(work / "sub", names)}
 
 
 def verdict_record(verdicts: list[judge.Verdict], work: Path, config: Config) -> dict:
@@ -259,7 +260,8 @@ def grading_slices(config: Config) -> dict[str, torch.Tensor]:
 def _readable(path: Path) -> nbformat.NotebookNode | None:
     """The submitted notebook at ``path`` (a regular file within the cap, valid nbformat), else None."""
     try:
-        nb = nbformat.reads(untrusted_files.read_regular(path, MAX_NOTEBOOK_MB * 2**20).decode("utf-8"), as_version=4)
+        text = untrusted_files.read_regular(path, submission.cap_bytes(path.name)).decode("utf-8")
+        nb = nbformat.reads(text, as_version=4)
         nbformat.validate(nb)
         return nb
     except Exception:
@@ -301,7 +303,7 @@ def place_submission(src: Path, root: Path, student: str, source_dir: Path, rele
         nb.cells = kept
         nbformat.write(nb, str(dest / source_nb.name))
     # nbgrader autograde by hand judges from here
-    untrusted_files.copy_regular(src / "model.pt", dest / "model.pt", model_file.MAX_MB * 2**20)
+    untrusted_files.copy_regular(src / "model.pt", dest / "model.pt", submission.cap_bytes("model.pt"))
 
 
 def gradebook_rows(root: Path, students: list[str], config: Config, verdicts: dict, log=print) -> list[dict]:
@@ -393,7 +395,7 @@ def judge_share(submissions: Path, out: Path, *, config_path: Path | None = None
         """Grades one student, writes both of its files, and returns the line that reports it."""
         t0 = time.monotonic()
         work = out / "work" / student
-        verdicts = grade_student(submission_folder(submissions, student), work, config, seed, runtime, slices)
+        verdicts = grade_student(submission.folder(submissions, student), work, config, seed, runtime, slices)
         record = shards.record_path(out, student)
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(json.dumps(verdict_record(verdicts, work, config)))
@@ -408,28 +410,50 @@ def judge_share(submissions: Path, out: Path, *, config_path: Path | None = None
 
 
 def record_grades(submissions: Path, out: Path, students: list[str], config: Config, source: Path | None = None,
-                  log=print) -> list[dict]:
+                  log=print, workers: int | None = None) -> list[dict]:
     """nbgrader's part, once for the class: the course, autograde with the verdict records found in
-    ``out/course/verdicts/`` (``InjectVerdicts``), feedback, and ``out/grades.csv`` read back from the gradebook."""
+    ``out/course/verdicts/`` (``InjectVerdicts``), feedback, and ``out/grades.csv`` read back from the gradebook.
+
+    Autograde writes the one SQLite gradebook, so it runs as one process; generate_feedback only reads it and
+    writes each student's own folder, so ``workers`` processes share the class (nbgrader's own
+    ``student_id_exclude`` gives each its students), as the judging shared the cores before."""
     # InjectVerdicts checks each verdict against the files it was judged on: here, the folder that was graded
     settings = (f"c.InjectVerdicts.config_path = {str(config.path)!r}\n"
                 f"c.InjectVerdicts.submitted_dir = {str(Path(submissions).resolve())!r}")
     root = course.make_course(out / "course", notebooks=source, extra_config=settings, config=config)
-    result = course.nbgrader(root, "generate_assignment", course.ASSIGNMENT, "--force", check=False)
+    seconds: dict[str, float] = {}
+
+    def run(command: str, *args: str):
+        t0 = time.monotonic()
+        result = course.nbgrader(root, command, course.ASSIGNMENT, *args, check=False)
+        seconds[command] = round(time.monotonic() - t0, 2)
+        return result
+
+    result = run("generate_assignment", "--force")
     if result.returncode != 0:
         raise RuntimeError(f"nbgrader generate_assignment failed:\n{result.stdout}\n{result.stderr}")
     verdicts = {s: json.loads(shards.record_path(out, s).read_text())["parts"] for s in students}
     for student in students:
-        place_submission(submission_folder(submissions, student), root, student, root / "source" / course.ASSIGNMENT,
+        place_submission(submission.folder(submissions, student), root, student, root / "source" / course.ASSIGNMENT,
                          root / "release" / course.ASSIGNMENT)
-    result = course.nbgrader(root, "autograde", course.ASSIGNMENT, "--create", "--force", check=False)
+    result = run("autograde", "--create", "--force")
     if result.returncode != 0:
         log(f"nbgrader autograde reported a problem:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
     for fix in enforce_scores(root, verdicts, config):
         log(f"gradebook corrected: {fix}")
-    result = course.nbgrader(root, "generate_feedback", course.ASSIGNMENT, "--force", check=False)
-    if result.returncode != 0:
-        log(f"nbgrader generate_feedback reported a problem:\n{result.stderr[-2000:]}")
+    processes = max(1, min(workers or os.cpu_count() or 1, len(students)))
+    groups = [students[i::processes] for i in range(processes)]
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max_workers=processes) as pool:
+        done = pool.map(lambda group: course.nbgrader(
+            root, "generate_feedback", course.ASSIGNMENT, "--force",
+            f"--CourseDirectory.student_id_exclude={','.join(s for s in students if s not in group)}", check=False),
+            groups)
+        for result in done:
+            if result.returncode != 0:
+                log(f"nbgrader generate_feedback reported a problem:\n{result.stderr[-2000:]}")
+    seconds[f"generate_feedback ({processes} at once)"] = round(time.monotonic() - t0, 2)
+    (out / report.NBGRADER_TIMING).write_text(json.dumps({"students": len(students), "seconds": seconds}))
     for student in students:
         src = root / "feedback" / student / course.ASSIGNMENT
         if src.is_dir():
@@ -447,13 +471,14 @@ def stale_verdicts(submissions: Path, out: Path, students: list[str]) -> list[st
     stale = []
     for student in students:
         judged = json.loads(shards.record_path(out, student).read_text())["submission"]
-        if submission_digest(submission_folder(submissions, student), judged["files"]) != judged["sha256"]:
+        if submission.digest(submission.folder(submissions, student), judged["files"]) != judged["sha256"]:
             stale.append(student)
     return stale
 
 
 def merge(shard_dirs: list[Path], submissions: Path, out: Path, *, config_path: Path | None = None,
-          seed: int | None = None, source: Path | None = None, log=print) -> list[dict]:
+          seed: int | None = None, source: Path | None = None, workers: int | None = None,
+          log=print) -> list[dict]:
     """Checks that ``shard_dirs`` are the shards 0..N-1 of one grading of ``submissions`` (same seed, ``seed`` if
     given; same config, same students, same files), gathers their verdicts into ``out`` and runs nbgrader's part
     once."""
@@ -472,7 +497,7 @@ def merge(shard_dirs: list[Path], submissions: Path, out: Path, *, config_path: 
             "grade their shards again")
     if len(found) > 1:
         log(f"merged {len(found)} shards: {len(students)} submissions, seed {seed}")
-    return record_grades(submissions, out, students, config, source, log)
+    return record_grades(submissions, out, students, config, source, log, workers)
 
 
 def grade_all(submissions: Path, out: Path, *, config_path: Path | None = None, source: Path | None = None,
@@ -481,7 +506,8 @@ def grade_all(submissions: Path, out: Path, *, config_path: Path | None = None, 
     """Grades every ``submissions/<student>/`` and writes ``out/grades.csv`` and ``out/feedback/``: the whole class
     as one shard, merged on its own folder (the path ``grade --shard`` and ``merge`` take on several machines)."""
     judge_share(submissions, out, config_path=config_path, workers=workers, seed=seed, progress=progress, log=log)
-    return merge([out], submissions, out, config_path=config_path, seed=seed, source=source, log=log)
+    return merge([out], submissions, out, config_path=config_path, seed=seed, source=source, workers=workers,
+                 log=log)
 
 
 def grade_one(submission: Path, work: Path, verdicts_file: Path, config_path: Path | None = None) -> dict:

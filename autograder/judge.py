@@ -303,9 +303,11 @@ def measure_perplexity(ckpt: dict | None, unusable: str | None, valid: torch.Ten
         return Perplexity(error=str(err)[:600])
     model.eval()
     kw = {"batch_size": int(cfg["batch_size"]), "bptt": int(cfg["bptt"])}
-    data, bounds = consistency_windows(valid, config)
-    return Perplexity(valid=perplexity.perplexity(model, valid, **kw), test=perplexity.perplexity(model, test, **kw),
-                      reference_log_probs=perplexity.target_log_probs(model, data, bounds))
+    windows: list[torch.Tensor] = []  # the consistency windows are the slice's first: read off the same pass
+    valid_ppl = perplexity.perplexity(model, valid, window_log_probs=windows, **kw)
+    _, bounds = consistency_windows(valid, config)
+    return Perplexity(valid=valid_ppl, test=perplexity.perplexity(model, test, **kw),
+                      reference_log_probs=torch.cat(windows[: len(bounds)]))
 
 
 def judge_val_perplexity(part: Part, obs: dict | None, failure: str | None, measured: Perplexity,

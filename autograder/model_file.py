@@ -19,12 +19,12 @@ from types import ModuleType
 
 import torch
 
+from autograder import submission
 from autograder.untrusted_files import Refused, open_regular
 from hw4lib import checkpoint
 from hw4lib.errors import HW4Error
 from hw4lib.properties.model import parameter_count
 
-MAX_MB = 1024
 #: The contract's constructor arguments (docs/components.md, stage 4) and their types.
 ARGS = {"vocab_size": int, "embed_size": int, "hidden_size": int, "num_layers": int, "dropout": float,
         "dropouth": float, "dropouti": float, "dropoute": float, "wdrop": float, "tie_weights": bool}
@@ -37,7 +37,7 @@ MAX_WIDTH = 4096
 def read(path: Path) -> tuple[dict | None, str | None]:
     """(checkpoint, None), or (None, why it cannot be used) in words for the student."""
     try:
-        with open_regular(path, MAX_MB * 2**20) as f:
+        with open_regular(path, submission.cap_bytes("model.pt")) as f:
             data = f.read()
     except Refused as err:
         if not Path(path).exists() and not Path(path).is_symlink():

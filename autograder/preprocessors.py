@@ -20,6 +20,8 @@ from nbformat.v4 import new_output
 from nbgrader.preprocessors import NbGraderPreprocessor, OverwriteCells
 from traitlets import Unicode
 
+from autograder import submission
+
 
 def outputs_for(verdict: dict | None) -> list:
     """The cell outputs that make nbgrader record exactly the judged score, and show the judge's message."""
@@ -57,10 +59,8 @@ class InjectVerdicts(NbGraderPreprocessor):
                                      "course's submitted/)").tag(config=True)
 
     def _submitted(self, student: str, assignment: str) -> Path:
-        from autograder import grade
-
         if self.submitted_dir:
-            return grade.submission_folder(Path(self.submitted_dir), student)
+            return submission.folder(Path(self.submitted_dir), student)
         return Path.cwd() / "submitted" / student / assignment
 
     def _verdicts(self, student: str, assignment: str) -> dict:
@@ -82,7 +82,7 @@ class InjectVerdicts(NbGraderPreprocessor):
             grade.grade_one(submitted, work, path, self.config_path or None)
         record = json.loads(path.read_text())
         judged = record.get("submission") or {}
-        if grade.submission_digest(submitted, list(judged.get("files", []))) != judged.get("sha256"):
+        if submission.digest(submitted, list(judged.get("files", []))) != judged.get("sha256"):
             raise StaleVerdict(
                 f"{student}: the verdicts in {path} were judged on other files than the submission collected in "
                 f"{submitted} (resubmitted and collected again since grading?). Grade again with "

@@ -104,6 +104,7 @@ def main(in_dir: str, fd: str) -> int:
     request = json.loads((in_dir / "request.json").read_text())
     torch.set_num_threads(int(request.get("threads", 1)))
     channel = os.fdopen(int(fd), "wb")
+    results.send(channel, results.READY, b"")
     for part in request["parts"]:
         started = time.monotonic()
         result = plain(run_part(part, request, in_dir))
@@ -118,4 +119,12 @@ def main(in_dir: str, fd: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    code = main(sys.argv[1], sys.argv[2])
+    # Every result has been sent: skip the interpreter's clean-up of torch's modules (about half a second of CPU
+    # per submission) and whatever the student's code registered to run at exit.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:  # the student's output filled the log
+            pass
+    os._exit(code)

@@ -67,3 +67,37 @@ def summary(out: Path, students: list[str]) -> list[str]:
     if slowest:
         lines.append("slowest: " + ", ".join(f"{student} {s:.1f} s" for student, s in slowest))
     return lines
+
+
+NBGRADER_TIMING = "nbgrader_seconds.json"  # written by grade.record_grades
+
+
+def timing_table(out: Path) -> list[str]:
+    """Where a grading run's seconds went, as a Markdown table: per submission the median (and the range over the
+    students) of the probe's start (sandbox, interpreter, imports), each part in the probe, the judge's perplexity
+    and its properties (from ``work/<student>/verdicts.json``); then nbgrader's three commands over the class.
+    Each submission's phases run one after the other on one core; with W workers, W submissions run at once."""
+    records = [json.loads(p.read_text()) for p in sorted((out / "work").glob("*/verdicts.json"))]
+    records = [r for r in records if "timing" in r]
+    rows: dict[str, list[float]] = {}
+    for r in records:
+        t = r["timing"]
+        phases = {"probe: start (sandbox, Python, torch, imports)": t["probe_parts"].get("start", 0.0)}
+        phases.update({f"probe: {part}": s for part, s in t["probe_parts"].items() if part != "start"})
+        phases["probe: the rest (copying the submission, the sandbox's set-up and end)"] = \
+            t["probe"] - sum(t["probe_parts"].values())
+        phases.update({"judge: perplexity of both slices (reference model, student's weights)": t["perplexity"],
+                       "judge: properties": t["properties"],
+                       "one submission, all phases": r["seconds"]})
+        for name, s in phases.items():
+            rows.setdefault(name, []).append(s)
+    lines = [f"| phase ({len(records)} submissions) | median s | min s | max s |", "|---|---|---|---|"]
+    for name, values in rows.items():
+        values = sorted(values)
+        lines.append(f"| {name} | {values[len(values) // 2]:.2f} | {values[0]:.2f} | {values[-1]:.2f} |")
+    nb = out / NBGRADER_TIMING
+    if nb.is_file():
+        record = json.loads(nb.read_text())
+        for command, s in record["seconds"].items():
+            lines.append(f"| nbgrader {command}, {record['students']} students, once | {s:.2f} | | |")
+    return lines

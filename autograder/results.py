@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+import time
 from typing import Any, BinaryIO
 
 import torch
@@ -31,6 +32,9 @@ MAX_STRING = 20_000
 DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int8, torch.uint8, torch.int16,
           torch.int32, torch.int64, torch.bool}
 _HEADER_MAX = 128
+#: The empty frame the probe sends once its imports are done, before any student code: when it arrives tells the
+#: grader's timing table how long the sandbox's start and the imports took.
+READY = "_ready"
 
 
 class BadObservation(ValueError):
@@ -47,13 +51,17 @@ class Receiver:
     """Reads frames from ``fd`` in a thread until EOF or the first broken rule (the grader's side).
 
     ``payloads[part]`` holds each part's bytes as it arrives, so a watchdog can tell which part is running;
-    ``problem`` says why reading stopped early, if it did.
+    ``problem`` says why reading stopped early, if it did. ``arrived`` holds the monotonic time each frame
+    (``READY`` included) was complete, for the timing table only: student code could send frames early, which
+    changes nothing but its own timings.
     """
 
     def __init__(self, fd: int, parts: list[str]) -> None:
         self.expected = list(parts)
         self.payloads: dict[str, bytes] = {}
         self.problem: str | None = None
+        self.started = time.monotonic()
+        self.arrived: dict[str, float] = {}
         self._file = os.fdopen(fd, "rb", buffering=0)
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -90,6 +98,9 @@ class Receiver:
                     self.problem = "the probe's result channel received something that is not a result"
                     return
                 part, size = fields[0], int(fields[1])
+                if part == READY and size == 0 and READY not in self.arrived:
+                    self.arrived[READY] = time.monotonic()
+                    continue
                 if part not in self.expected or part in self.payloads:
                     self.problem = f"a result for {part[:40]!r} that was not asked for (or sent twice)"
                     return
@@ -101,6 +112,7 @@ class Receiver:
                     self.problem = f"the result of {part} was cut off"
                     return
                 self.payloads[part] = payload
+                self.arrived[part] = time.monotonic()
         finally:
             self._file.close()
 

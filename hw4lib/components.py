@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import ast
 import itertools
+import json
 import linecache
 import sys
 import types
 from collections.abc import Iterable
 from pathlib import Path
-
-import nbformat
 
 from hw4lib.errors import HW4Error
 
@@ -64,10 +63,17 @@ PLAIN_DECORATORS = ("torch.no_grad", "torch.inference_mode", "functools.wraps", 
                     "property", "cache", "lru_cache", "no_grad")
 
 
-_notebooks: dict[tuple, nbformat.NotebookNode] = {}
+class Notebook(types.SimpleNamespace):
+    """A notebook as the loader needs it: ``cells``, a list of dicts with ``cell_type``, ``metadata`` and
+    ``source`` (one string)."""
+
+    cells: list[dict]
 
 
-def _read(path: Path) -> nbformat.NotebookNode:
+_notebooks: dict[tuple, Notebook] = {}
+
+
+def _read(path: Path) -> Notebook:
     """The notebook, parsed once per version of the file (the grader loads the same notebooks for several parts;
     nothing here changes a parsed notebook)."""
     info = path.stat()
@@ -79,14 +85,41 @@ def _read(path: Path) -> nbformat.NotebookNode:
     return _notebooks[key]
 
 
-def _parse(path: Path) -> nbformat.NotebookNode:
+def _parse(path: Path) -> Notebook:
+    """Reads a notebook's JSON directly rather than with ``nbformat``: importing nbformat pulls in jsonschema's
+    format checkers, about a second of start-up in every notebook and every sandboxed probe of the grader, and
+    the loader needs only the cells. Only an nbformat 3 notebook goes through nbformat, to be converted."""
     try:
-        return nbformat.read(str(path), as_version=4)
-    except Exception as err:  # nbformat raises several types for damaged JSON
+        raw = json.loads(path.read_bytes())
+        if isinstance(raw, dict) and raw.get("nbformat") == 3:
+            import nbformat  # a notebook from before 2015: rare, let nbformat convert it
+
+            raw = json.loads(nbformat.writes(nbformat.reads(path.read_text(), as_version=4)))
+        return Notebook(cells=_cells(raw))
+    except Exception as err:  # damaged JSON, or JSON that is no notebook
         raise ComponentLoadError(
             f"{path.name} is not a readable notebook ({type(err).__name__}: {err}). "
             "Restore it from your last good copy or re-download the release."
         ) from err
+
+
+def _cells(raw: object) -> list[dict]:
+    """The cells of a parsed nbformat 4 document, each source joined into one string (the format stores it as a
+    string or a list of lines); ValueError for anything else."""
+    if not isinstance(raw, dict) or raw.get("nbformat") != 4 or not isinstance(raw.get("cells"), list):
+        raise ValueError("not an nbformat 4 notebook (no 'nbformat': 4 and 'cells' list)")
+    cells = []
+    for index, cell in enumerate(raw["cells"]):
+        source = cell.get("source", "") if isinstance(cell, dict) else None
+        if isinstance(source, list) and all(isinstance(line, str) for line in source):
+            source = "".join(source)
+        meta = cell.get("metadata", {}) if isinstance(cell, dict) else None
+        if not isinstance(source, str) or not isinstance(meta, dict) or \
+                not isinstance(meta.get("nbgrader", {}), dict) or not isinstance(meta.get("tags", []), list):
+            raise ValueError(f"cell {index} is malformed (a cell is an object with a string 'source' and "
+                             "metadata whose 'nbgrader' is an object and 'tags' a list)")
+        cells.append({"cell_type": cell.get("cell_type"), "metadata": meta, "source": source})
+    return cells
 
 
 def _is_graded(cell: dict) -> bool:
@@ -164,7 +197,7 @@ def definitions(source: str, protected: set[str] = frozenset()) -> ast.Module | 
     return ast.Module(body=kept, type_ignores=[]) if kept else None
 
 
-def _graded_names(notebooks: list[nbformat.NotebookNode]) -> set[str]:
+def _graded_names(notebooks: list[Notebook]) -> set[str]:
     """Names a graded cell of these notebooks defines at top level."""
     names: set[str] = set()
     for nb in notebooks:
@@ -229,7 +262,7 @@ def load_components(
     return module
 
 
-def _code_cells(nb: nbformat.NotebookNode) -> Iterable[tuple[int, str, bool]]:
+def _code_cells(nb: Notebook) -> Iterable[tuple[int, str, bool]]:
     """(index, source, whether it is a graded cell) of every code cell but the hidden-test cells."""
     for index, cell in enumerate(nb.cells):
         if cell.get("cell_type") == "code" and not cell.get("metadata", {}).get("nbgrader", {}).get("grade"):

@@ -71,18 +71,23 @@ def target_log_softmax(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return _picked_log_probs(logits, targets).view(targets.shape)
 
 
+def _checked(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``logits`` if they are (T, B, V) for ``targets`` (T, B); else the error a student can act on."""
+    if logits.dim() != 3 or logits.shape[:2] != targets.shape:
+        raise HW4Error(
+            f"the model returned logits of shape {tuple(logits.shape)}; expected (T, B, V) = "
+            f"({targets.size(0)}, {targets.size(1)}, vocab_size)"
+        )
+    return logits
+
+
 def nll_sum(logits: torch.Tensor, targets: torch.Tensor) -> float:
     """Summed negative log-likelihood of ``targets`` (T, B) under ``logits`` (T, B, V), in float64.
 
     Logits of any floating type (bf16 under autocast included) are cast to float64 before the log-softmax, so the
     score's own arithmetic never runs in reduced precision.
     """
-    if logits.dim() != 3 or logits.shape[:2] != targets.shape:
-        raise HW4Error(
-            f"the model returned logits of shape {tuple(logits.shape)}; expected (T, B, V) = "
-            f"({targets.size(0)}, {targets.size(1)}, vocab_size)"
-        )
-    return float(-_picked_log_probs(logits, targets).view(*targets.shape, 1).sum())
+    return float(-_picked_log_probs(_checked(logits, targets), targets).view(*targets.shape, 1).sum())
 
 
 @torch.no_grad()
@@ -107,11 +112,15 @@ def evaluate_nll(
     bptt: int = 70,
     max_tokens: int | None = None,
     progress: bool = False,
+    window_log_probs: list[torch.Tensor] | None = None,
 ) -> float:
     """Mean negative log-likelihood (nats per token) of ``data`` under ``model``, in eval mode.
 
     ``model(inputs (T, B), hidden)`` must return ``(logits (T, B, V), hidden, ...)``. Returns ``nan`` when
-    the model produces non-finite scores (NaN weights), so callers decide how to report it.
+    the model produces non-finite scores (NaN weights), so callers decide how to report it. Given a list as
+    ``window_log_probs``, appends each window's log p(target), (T, B) float64, to it: the autograder's
+    consistency check reads the first windows' from the same pass (what :func:`target_log_probs` gives for them,
+    bit for bit) instead of running the model over them again.
     """
     device = next(model.parameters()).device
     columns = batchify(as_stream(data, max_tokens), batch_size).to(device)
@@ -124,8 +133,11 @@ def evaluate_nll(
             steps = tqdm(steps, total=math.ceil((columns.size(0) - 1) / bptt), desc="evaluate", leave=False)
         for inputs, targets in steps:
             logits, hidden = model(inputs, hidden)[:2]
-            total += nll_sum(logits, targets)
+            picked = _picked_log_probs(_checked(logits, targets), targets)
+            total += float(-picked.view(*targets.shape, 1).sum())
             count += targets.numel()
+            if window_log_probs is not None:
+                window_log_probs.append(picked.view(targets.shape))
     finally:
         model.train(was_training)
     mean = total / count

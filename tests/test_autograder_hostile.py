@@ -9,12 +9,14 @@ One-part mistakes and correct code in other styles are in ``test_autograder_mist
 
 from __future__ import annotations
 
+import compileall
 import csv
 import hashlib
 import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder import course, sandbox
+from autograder import course, grade, sandbox
 from autograder.config import load as load_config
 from hw4lib import data as hw4data
 from hw4lib.components import REPO_ROOT
@@ -106,7 +108,7 @@ def test_gradebook_holds_exactly_the_judged_scores(graded):
     assert "gradebook corrected" not in graded["stdout"]
 
 
-def test_nothing_escaped_the_sandbox(graded):
+def test_nothing_escaped_the_sandbox(graded, tmp_path):
     ctx = graded["ctx"]
     assert not Path(ctx["marker"]).exists(), Path(ctx["marker"]).read_text()
     db = (graded["out"] / "course" / "gradebook.db").read_bytes()
@@ -119,8 +121,16 @@ def test_nothing_escaped_the_sandbox(graded):
     runtime = graded["out"] / "work" / "_runtime"
     for path in runtime.rglob("*"):
         assert not path.is_symlink(), path
-        if path.is_file() and path.relative_to(runtime) != Path("autograder/__init__.py"):  # written by the grader
+        if path.is_file() and path.suffix != ".pyc" and path.relative_to(runtime) != Path("autograder/__init__.py"):
             assert path.read_bytes() == (REPO_ROOT / path.relative_to(runtime)).read_bytes(), path
+    # ... and its bytecode is what compiling those sources gives (the grader compiles them once, before any probe)
+    fresh = tmp_path / "runtime"
+    shutil.copytree(runtime, fresh, ignore=shutil.ignore_patterns("__pycache__"))
+    compileall.compile_dir(fresh, ddir=grade.RUNTIME_MOUNT, quiet=1)
+    compiled = sorted(p.relative_to(runtime) for p in runtime.rglob("*.pyc"))
+    assert compiled and compiled == sorted(p.relative_to(fresh) for p in fresh.rglob("*.pyc"))
+    for name in compiled:
+        assert (runtime / name).read_bytes() == (fresh / name).read_bytes(), name
     # nothing written by an attacker outside its own folders: the marker it writes appears nowhere else
     attackers = {"request_overwrite", "many_files", "snooping"}
     for path in [*graded["out"].rglob("*"), *graded["subs"].rglob("*")]:

@@ -163,6 +163,38 @@ def test_embedding_dropout_per_position_and_padding(ref):
     assert "last word's row" in failing(checks.check_embedded_dropout, minus_one)
 
 
+def test_loader_last_window_not_cut_is_named_for_its_cause(ref):
+    class Uncut(ref.LanguageModelDataLoader):
+        def __iter__(self):
+            batches = list(super().__iter__())
+            yield from batches[:-1]
+            x, y, n = batches[-1]
+            # what a last window left at its drawn length gives: inputs one row past the last target
+            yield torch.cat([x, x[-1:]]), y, n + 1
+
+    text = failing(checks.check_data_loader, Uncut)
+    assert "the epoch's last window" in text and "seq_len = min(seq_len, rows - 1 - i)" in text
+
+
+def test_weight_drop_keeping_the_lstms_own_parameter_is_named_for_its_cause():
+    class Kept(nn.Module):
+        def __init__(self, module, weights, dropout=0.5):
+            super().__init__()
+            self.module, self.weights, self.dropout = module, list(weights), dropout
+            for name in self.weights:  # registers the raw weight but never deletes the LSTM's own Parameter
+                module.register_parameter(name + "_raw", nn.Parameter(getattr(module, name).detach().clone()))
+
+        def forward(self, *args):
+            for name in self.weights:
+                raw = getattr(self.module, name + "_raw")
+                setattr(self.module, name, F.dropout(raw, self.dropout, self.training) * 1)
+            return self.module(*args)
+
+    text = failing(checks.check_weight_drop, Kept)
+    assert "a training forward raised TypeError" in text
+    assert "del module._parameters['weight_hh_l0']" in text
+
+
 def test_weight_drop_wrong_weight_recorded(ref):
     class Redraw(ref.WeightDrop):
         def forward(self, *args):

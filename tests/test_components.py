@@ -57,6 +57,47 @@ def test_loader_reports_a_corrupt_notebook(tmp_path):
         load_components(tmp_path)
 
 
+@pytest.mark.parametrize("cells", [
+    "not a list",
+    [["a cell that is a list"]],
+    [{"cell_type": "code", "source": 7}],
+    [{"cell_type": "code", "source": "x = 1", "metadata": {"nbgrader": "solution"}}],
+    [{"cell_type": "code", "source": "x = 1", "metadata": {"tags": "hw4-export"}}],
+])
+def test_loader_refuses_json_that_is_no_notebook(tmp_path, cells):
+    # The loader reads the notebook's JSON itself (no nbformat): a submission's odd JSON is a clear error, never a
+    # crash inside the loader
+    (tmp_path / "01_data_loader.ipynb").write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4}))
+    with pytest.raises(ComponentLoadError, match="not a readable notebook"):
+        load_components(tmp_path)
+
+
+def test_loader_reads_sources_stored_as_lines_and_old_notebooks(tmp_path):
+    _notebook(tmp_path / "02_a.ipynb", "")
+    nb = json.loads((tmp_path / "02_a.ipynb").read_text())
+    nb["cells"][0]["source"] = ["def f():\n", "    return 4\n"]  # how Jupyter writes a cell to disk
+    (tmp_path / "02_a.ipynb").write_text(json.dumps(nb))
+    import nbformat
+    from nbformat.v3 import new_code_cell, new_notebook, new_worksheet
+
+    old = new_notebook(worksheets=[new_worksheet(cells=[new_code_cell(input="def g():\n    return 5\n")])])
+    old.worksheets[0].cells[0].metadata = {"tags": ["hw4-export"]}
+    (tmp_path / "03_b.ipynb").write_text(nbformat.v3.nbjson.writes(old))
+    mod = load_components(tmp_path)
+    assert mod.f() == 4 and mod.g() == 5
+
+
+def test_importing_the_loader_does_not_import_nbformat():
+    # nbformat's validator imports jsonschema's format checkers, about a second in every notebook and every
+    # sandboxed probe: the loader reads the JSON itself
+    import subprocess
+    import sys
+
+    code = "import sys, hw4lib.components; print('nbformat' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_tracebacks_show_the_students_own_lines(tmp_path):
     _notebook(tmp_path / "05.ipynb", "def boom():\n    raise ValueError('mine')\n")
     mod = load_components(tmp_path)

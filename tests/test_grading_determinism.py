@@ -86,9 +86,12 @@ def _files(folder: Path, pattern: str) -> dict[str, bytes]:
 
 
 def _without_seconds(raw: bytes) -> dict:
-    """A judge's record without the seconds it took (a wall-clock time, never the same twice); all else stays."""
+    """A judge's record without the seconds it took and where they went (wall-clock times, never the same twice);
+    all else stays."""
     record = json.loads(raw)
     assert record.pop("seconds") > 0
+    timing = record.pop("timing")
+    assert timing["perplexity"] > 0 and timing["probe_parts"]["start"] > 0 and len(timing["probe_parts"]) > 1
     return record
 
 

@@ -304,6 +304,24 @@ def test_curves_csv_reads_back(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------- evaluation
+def test_the_first_windows_log_probs_come_from_the_perplexity_pass_bit_for_bit():
+    # The judge reads the consistency windows' reference log-probabilities off its validation pass
+    from hw4lib.components import load_components
+    from hw4lib.perplexity import batchify, target_log_probs, window_bounds
+
+    C = load_components("solutions", stages=["02", "03", "04"])
+    torch.manual_seed(0)
+    model = C.LanguageModel(vocab_size=300, embed_size=16, hidden_size=24, num_layers=2).eval()
+    tokens = torch.randint(0, 300, (1000,), generator=torch.Generator().manual_seed(1))
+    kept: list = []
+    nll = evaluate_nll(model, tokens, batch_size=10, bptt=7, window_log_probs=kept)
+    assert nll == evaluate_nll(model, tokens, batch_size=10, bptt=7)
+    columns = batchify(tokens, 10)
+    bounds = window_bounds(columns.size(0), 7)[:2]
+    assert torch.equal(torch.cat(kept[:2]), target_log_probs(model, columns[:16].clone(), bounds))
+    assert float(-torch.cat(kept).sum()) / (len(tokens) // 10 * 10 - 10) == pytest.approx(nll, rel=1e-12)
+
+
 def test_nll_sum_is_bit_identical_to_the_whole_window_formula():
     gen = torch.Generator().manual_seed(0)
     for shape in [(7, 3, 50), (70, 10, 4001)]:

@@ -137,8 +137,14 @@ def shapes(inp: dict, obs: dict) -> list[str]:
                 return [f"batch {k}: inputs have shape {tuple(x.shape)}; expected (seq_len, batch_size) = "
                         f"({seq_len}, {B}) (time-major: rows are timesteps, columns are batch elements)"]
             if not isinstance(seq_len, int) or seq_len != x.shape[0] or y.shape != x.shape:
+                cause = ""
+                if k == len(epoch) - 1 and y.dim() == 2 and (y.shape[0] < x.shape[0] or
+                                                              (isinstance(seq_len, int) and seq_len > x.shape[0])):
+                    # the symptom of a last window that ran past the end of the columns: say the cause
+                    cause = (". This is the epoch's last window: it ran past the end of the columns. Cut it to the "
+                             "tokens left, seq_len = min(seq_len, rows - 1 - i), so that every input has its target")
                 return [f"batch {k}: seq_len = {seq_len} but inputs are {tuple(x.shape)} and targets "
-                        f"{tuple(y.shape)}; all three must agree"]
+                        f"{tuple(y.shape)}; all three must agree{cause}"]
     return []
 
 

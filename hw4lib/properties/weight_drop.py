@@ -129,7 +129,7 @@ PART = Part("weight_drop", ("WeightDrop",), inputs, observe)
 
 def _first(obs: dict) -> tuple[str | None, dict]:
     f = obs["first"]
-    return (f"a training forward raised {failed(f)}" if failed(f) else None), f
+    return (f"a training forward raised {failed(f)}{reassigned_parameter(failed(f), obs)}" if failed(f) else None), f
 
 
 @PART.prop("the learnable weight is the Parameter module.weight_hh_l0_raw; weight_hh_l0 is no longer a Parameter")
@@ -137,7 +137,7 @@ def raw_parameter(inp: dict, obs: dict) -> list[str]:
     if not obs["raw_is_parameter"]:
         return ["the learnable weight must be the Parameter module.weight_hh_l0_raw (register it in __init__)"]
     problems = []
-    if any(name.endswith("module.weight_hh_l0") for name in obs["parameters"]):
+    if obs is not None and any(name.endswith("module.weight_hh_l0") for name in obs["parameters"]):
         problems.append("module.weight_hh_l0 is still a Parameter: delete it from module._parameters so only "
                         "weight_hh_l0_raw is learned")
     if obs["n_params"] != obs["lstm_params"]:
@@ -204,7 +204,8 @@ def fresh_mask_per_pass(inp: dict, obs: dict) -> list[str]:
     error, f = _first(obs)
     second = obs["second"]
     if error or failed(second):
-        return [error or f"a second training forward raised {failed(second)}"]
+        cause = reassigned_parameter(failed(second), obs)
+        return [error or f"a second training forward raised {failed(second)}{cause}"]
     if not isinstance(second["w"], torch.Tensor) or close(f["w"], second["w"], 0, 0):
         return ["the second forward pass used the same mask as the first: draw a new mask in every forward"]
     with torch.no_grad():
@@ -237,20 +238,25 @@ def gradient_to_raw(inp: dict, obs: dict) -> list[str]:
     return problems
 
 
-def reassigned_parameter(error: str) -> str:
-    """The cause of the classic eval-mode crash, when the error is that crash."""
-    if "cannot assign" in error and "as parameter" in error:
-        return (": in eval mode the Parameter weight_hh_l0_raw itself was assigned to module.weight_hh_l0, which "
-                "registers it as a Parameter again, so the next plain tensor assigned there is refused. Assign a "
-                "plain tensor (raw * 1 or raw.clone()), never the Parameter")
-    return ""
+def reassigned_parameter(error: str | None, obs: dict | None = None) -> str:
+    """The cause of torch's "cannot assign ... as parameter" crash, when the error is that crash: the LSTM's own
+    Parameter was never deleted, or (in eval mode) the Parameter weight_hh_l0_raw itself was assigned."""
+    if not error or "cannot assign" not in error or "as parameter" not in error:
+        return ""
+    if obs is not None and any(name.endswith("module.weight_hh_l0") for name in obs["parameters"]):
+        return (": the LSTM still has its own Parameter weight_hh_l0, and nn.Module refuses a plain tensor assigned "
+                "over a registered Parameter. In __init__, after registering weight_hh_l0_raw, delete the original: "
+                "del module._parameters['weight_hh_l0']")
+    return (": in eval mode the Parameter weight_hh_l0_raw itself was assigned to module.weight_hh_l0, which "
+            "registers it as a Parameter again, so the next plain tensor assigned there is refused. Assign a "
+            "plain tensor (raw * 1 or raw.clone()), never the Parameter")
 
 
 @PART.prop("eval mode, and dropout = 0, use the full weight")
 def full_weight_in_eval(inp: dict, obs: dict) -> list[str]:
     e, zero = obs["eval"], obs["zero"]
     if failed(e):
-        return [f"an eval-mode forward raised {failed(e)}{reassigned_parameter(failed(e))}"]
+        return [f"an eval-mode forward raised {failed(e)}{reassigned_parameter(failed(e), obs)}"]
     with torch.no_grad():
         out = lstm_from(inp["state"])(inp["x"], (inp["h0"], inp["c0"]))[0]
     if not close(e["out"], out):
