@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print_totals(rows)
         print("\n".join(summary(args.out.resolve(), sorted({row["student"] for row in rows}))))
-        print(f"wrote {args.out / 'grades.csv'} and {args.out / 'feedback'}/")
+        print(f"wrote {args.out / 'grades.csv'} and {args.out / 'feedback'}/ (the written answers show 0 there until "
+              "they are graded by hand in the formgrader: generate the feedback again before releasing it)")
     return 0
 
 

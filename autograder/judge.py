@@ -57,10 +57,17 @@ class Check:
     promise: str
     weight: float
     problems: list[str]
+    share: float | None = None  # a check scored on a scale (the perplexity): the share of its weight it earned
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def label(self) -> str:
+        if self.ok:
+            return "PASS"
+        return "PARTIAL" if self.share is not None and self.share > 0 else "FAIL"
 
 
 @dataclass
@@ -91,7 +98,7 @@ def verdict(part: Part, checks: list[Check], error: str | None = None) -> Verdic
     score = round(part.points * passed / total, 2) if total else 0.0
     lines = []
     for c in checks:
-        lines.append(f"{'PASS' if c.ok else 'FAIL'}  {c.promise}")
+        lines.append(f"{c.label}  {c.promise}")
         lines += [f"      {p}" for p in c.problems[:2]]
     return Verdict(part.name, part.notebook, part.points, score, "\n".join(lines),
                    [{"name": c.name, "ok": c.ok, "weight": c.weight, "problems": c.problems} for c in checks])
@@ -342,7 +349,9 @@ def judge_val_perplexity(part: Part, obs: dict | None, failure: str | None, meas
     check = Check("perplexity", f"validation perplexity {ppl:.2f} on the first {tokens} tokens of "
                                 f"{config.perplexity['dataset']} valid (full credit <= {full:g}, zero >= {zero:g}; "
                                 f"test slice {measured.test:.2f})",
-                  1.0, [] if share == 1.0 else [f"{share:.0%} of the points"])
+                  1.0, [] if share == 1.0 else [f"{share:.1%} of the points: {part.points * share:.2f} of "
+                                                f"{part.points:g} (the number nbgrader shows under the cell)"],
+                  share)
     v = verdict(part, [check])
     v.score = round(part.points * share, 2)
     return v

@@ -309,7 +309,7 @@ def _model_file_probe(path: str | Path, components: Any, max_tokens: int | None)
     if bar:
         share = earned_share(ppl, bar["full"], bar["zero"])
         print(f"  The grader ({bar['track']} track, autograder/config.toml): full credit at perplexity <= "
-              f"{bar['full']:g}, none at >= {bar['zero']:g}. At this perplexity a model earns {share:.0%} of the "
+              f"{bar['full']:g}, none at >= {bar['zero']:g}. At this perplexity a model earns {share:.1%} of the "
               "perplexity points (if your LanguageModel passes its checks, as the grader also verifies).")
     return []
 
@@ -317,7 +317,9 @@ def _model_file_probe(path: str | Path, components: Any, max_tokens: int | None)
 def check_model_file(path: str | Path, components: Any, max_tokens: int | None = None) -> None:
     """Stage 7: ``model.pt`` exists, loads into the student's LanguageModel, and what it would earn: perplexity on
     the grader's validation slice (``max_tokens`` shortens it, for quick mode)."""
-    report(f"{Path(path).name}", collect(lambda: _model_file_probe(path, components, max_tokens)))
+    # The title says what passed: a model that loads may still earn none of the perplexity points (printed above)
+    report(f"{Path(path).name} loads, runs and is scored (its share of the points is printed above)",
+           collect(lambda: _model_file_probe(path, components, max_tokens)))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -154,7 +154,17 @@ def test_wall_budget_reserves_the_closing_check_and_the_final_evaluation(C, gram
 
     trainer = Trainer(tiny(wall_budget_min=1.0), C, tmp_path, run_data=grammar_data, **QUIET)
     checked = len(trainer.valid_check)
-    assert not trainer._out_of_time()  # no check yet: nothing to reserve
+    assert trainer._final_eval_estimate_s() == 0 and not trainer._out_of_time()  # nothing trained or checked yet
+    # before the first check, after the warm-up steps, the training pace stands in: 100 tokens in 10 s -> half of
+    # 0.1 s per evaluated token
+    trainer.state.tokens, trainer.state.elapsed_s, trainer.state.step = 100, 10.0, 49
+    assert trainer._final_eval_estimate_s() == 0
+    trainer.state.step = 50
+    final_tokens = sum(len(a) for a in grammar_data.valid)
+    assert trainer._final_eval_estimate_s() == pytest.approx(0.5 * 0.1 * final_tokens)
+    trainer.state.wall_s = 60 - 0.05 * final_tokens + 0.01
+    assert trainer._out_of_time()  # the first check would come after the budget: stop now, keep the final evaluation
+    trainer.state.wall_s = 0.0
     trainer.state.history.append({"wall_s": 0.0, "check_s": 2.0, "eval_s": 1.5})
     reserve = 2.0 + 1.5 * sum(len(a) for a in grammar_data.valid) / checked
     assert trainer._final_eval_estimate_s() == pytest.approx(reserve)

@@ -235,3 +235,22 @@ def test_presets(C):
     with pytest.raises(HW4Error, match="unknown preset"):
         get_preset("gpu-monster")
     assert evaluate_nll  # the same function the CLI and the grader use
+
+
+def test_train_names_the_folder_it_loads_and_the_unfinished_cell(tmp_path):
+    # A student working in a folder of their own (no notebooks/ in it) who passes --impl notebooks trains the
+    # release's copy: the command must say so, and name the cell that is not done instead of a bare traceback
+    import shutil
+
+    for path in sorted((REPO / "notebooks").glob("0[1-4]_*.ipynb")):
+        shutil.copy(path, tmp_path / path.name)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = subprocess.run([sys.executable, "-m", "hw4lib", "train", "--preset", "quick", "--impl", "notebooks",
+                          "--out", str(tmp_path / "run"), "--no-progress"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=600, env=env)
+    assert run.returncode == 2, run.stderr[-2000:]
+    release = REPO / "notebooks"
+    assert f"components: the graded cells of the notebooks in {release}" in run.stderr
+    assert "pass --impl ." in run.stderr
+    assert "still raises NotImplementedError" in run.stderr and ".ipynb, graded cell " in run.stderr
+    assert "Traceback" not in run.stderr
