@@ -181,7 +181,9 @@ def test_the_environment_is_the_lock():
               "requirements-ngshare-db.lock": [str(DB_PACKAGES)]}
     wrong = []
     for lock, path in places.items():
-        installed = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions(path=path)}
+        installed: dict[str, str] = {}
+        for dist in metadata.distributions(path=path):  # the first on the path is the one imported: setuptools
+            installed.setdefault(canonicalize_name(dist.metadata["Name"]), dist.version)  # appends its _vendor
         wrong += [f"{name} {installed.get(name)} (locked {version})" for name, (version, _) in
                   _locked(REPO / lock).items() if installed.get(name) != version]
     assert not wrong, "not the locked versions; run `bash setup.sh`: " + ", ".join(wrong)
