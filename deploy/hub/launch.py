@@ -273,8 +273,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--prepare-only", action="store_true",
                         help="make the accounts, folders and config, run the checks, and exit without the hub")
     parser.add_argument("--mem-limit", type=mem_bytes, default=mem_bytes("3G"),
-                        help="memory of each user's server with its kernels and terminals (3G: training hw4's "
-                             "model on the CPU needs about 1.5G)")
+                        help="memory of each user's server with its kernels and terminals (3G)")
     parser.add_argument("--cpu-limit", type=float, default=1.0, help="CPU cores per server (1.0)")
     parser.add_argument("--max-processes", type=int, default=512,
                         help="processes and threads per server, kernels included (512)")
