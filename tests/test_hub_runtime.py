@@ -183,7 +183,9 @@ def test_hub_config_takes_users_and_groups_from_the_roster(tmp_path, monkeypatch
     (tmp_path / "class.csv").write_text("username,role\ns2,student\n")
     env = {"AWD_HUB_RUN_DIR": tmp_path, "AWD_HUB_PORT": 1, "AWD_HUB_INTERNAL_PORT": 2, "AWD_HUB_PROXY_API_PORT": 3,
            "AWD_HUB_REPO": "/r", "AWD_HUB_DATA_DIR": "/d", "AWD_HUB_ROLE_CONFIG": "/j", "AWD_HUB_STAGE_DIR": "/s",
-           "AWD_HUB_ROSTER": _roster_toml(tmp_path), "AWD_HUB_MEMBERS": tmp_path / "class.csv"}
+           "AWD_HUB_ROSTER": _roster_toml(tmp_path), "AWD_HUB_MEMBERS": tmp_path / "class.csv",
+           "AWD_HUB_MEM_LIMIT": 2**30, "AWD_HUB_CPU_LIMIT": 1.5, "AWD_HUB_MAX_PROCESSES": 100,
+           "AWD_HUB_CULL_TIMEOUT": 600}
     for key, value in env.items():
         monkeypatch.setenv(key, str(value))
     config = PyFileConfigLoader("jupyterhub_config.py", str(launch.HERE)).load_config()
@@ -193,6 +195,14 @@ def test_hub_config_takes_users_and_groups_from_the_roster(tmp_path, monkeypatch
                                              "students": {"users": ["s1", "s2"]}}
     assert config.CourseSpawner.instructors == ["prof"]
     assert config.Authenticator.admin_users == set()
+    # Limits, culler, restarts (tests/test_hub_limits.py runs them): the values start.sh passed, as JupyterHub reads.
+    assert (config.Spawner.mem_limit, config.Spawner.cpu_limit, config.CourseSpawner.max_processes) == (2**30, 1.5, 100)
+    assert config.JupyterHub.cleanup_servers is False
+    culler = next(s for s in config.JupyterHub.services if s["name"] == "idle-culler")
+    assert "--timeout=600" in culler["command"] and "--cull-every=300" in culler["command"]
+    assert config.JupyterHub.load_roles == [{"name": "idle-culler-role", "services": ["idle-culler"], "scopes": [
+        "list:users", "read:users:activity", "read:servers", "delete:servers"]}]
+    assert config.JupyterHub.bind_url.startswith("http://127.0.0.1:")  # no certificate: loopback, plain HTTP
 
 
 # As root: the accounts the hub makes, its passwords, and its refusal to run with the solutions open.

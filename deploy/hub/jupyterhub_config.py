@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from deploy import roster as roster_file
-from deploy.hub import ngshare
+from deploy.hub import culler, ngshare
 from deploy.hub.spawner import CourseSpawner
 
 c = get_config()  # noqa: F821
@@ -16,8 +16,15 @@ run = Path(env["AWD_HUB_RUN_DIR"])
 roster = roster_file.load(Path(env["AWD_HUB_ROSTER"]), Path(env["AWD_HUB_MEMBERS"]) if env.get("AWD_HUB_MEMBERS")
                           else None)
 
-# Only on loopback: put a TLS-terminating reverse proxy in front for anything beyond this machine.
-c.JupyterHub.bind_url = f"http://127.0.0.1:{env['AWD_HUB_PORT']}"
+# On loopback, plain HTTP, unless start.sh got --tls-cert/--tls-key: then the public proxy itself terminates TLS
+# (JupyterHub's ssl_cert/ssl_key, passed on to configurable-http-proxy), on --bind-ip. The hub's internal port
+# and the servers stay on 127.0.0.1, behind it.
+if env.get("AWD_HUB_TLS_CERT"):
+    c.JupyterHub.bind_url = f"https://{env['AWD_HUB_BIND_IP']}:{env['AWD_HUB_PORT']}"
+    c.JupyterHub.ssl_cert = env["AWD_HUB_TLS_CERT"]
+    c.JupyterHub.ssl_key = env["AWD_HUB_TLS_KEY"]
+else:
+    c.JupyterHub.bind_url = f"http://127.0.0.1:{env['AWD_HUB_PORT']}"
 c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{env['AWD_HUB_INTERNAL_PORT']}"
 c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{env['AWD_HUB_PROXY_API_PORT']}"
 c.ConfigurableHTTPProxy.auth_token = (run / "proxy_auth_token").read_text().strip()
@@ -26,8 +33,12 @@ c.ConfigurableHTTPProxy.command = [env.get("AWD_HUB_PROXY", "configurable-http-p
 c.JupyterHub.db_url = f"sqlite:///{run / 'jupyterhub.sqlite'}"
 c.JupyterHub.cookie_secret_file = str(run / "jupyterhub_cookie_secret")
 c.JupyterHub.pid_file = str(run / "jupyterhub.pid")
-# Stopping the hub stops the proxy and every user's server: nothing outlives it.
-c.JupyterHub.cleanup_servers = True
+# Stopping the hub stops the proxy, but not the users' servers: a restart (an upgrade, a config change) must not
+# kill every student's kernels. The restarted hub reads each server's pid and control group from its database
+# (CourseSpawner's state), checks it still runs, and routes to it again; launch.py keeps the hub's internal port
+# (which the servers call) from one start to the next. To stop the servers too:
+# `python -m deploy.hub.spawner stop-all RUN_DIR` once the hub has stopped.
+c.JupyterHub.cleanup_servers = False
 c.JupyterHub.cleanup_proxy = True
 
 # The authenticator: JupyterHub's own PAMAuthenticator, the Unix accounts' passwords (which the institution or the
@@ -61,8 +72,25 @@ c.CourseSpawner.role_config_root = env["AWD_HUB_ROLE_CONFIG"]
 c.CourseSpawner.stage_dir = env["AWD_HUB_STAGE_DIR"]
 c.CourseSpawner.tag = str(run)
 c.CourseSpawner.instructors = list(roster.instructors)
+# Each server's limits (start.sh --mem-limit/--cpu-limit/--max-processes), for its whole process tree, enforced by
+# its control group (deploy/hub/spawner.py): memory past mem_limit is refused or the process OOM-killed, cpu_limit
+# cores at most however many threads run, and no fork past max_processes.
+c.Spawner.mem_limit = int(env["AWD_HUB_MEM_LIMIT"])  # bytes
+c.Spawner.cpu_limit = float(env["AWD_HUB_CPU_LIMIT"])
+c.CourseSpawner.max_processes = int(env["AWD_HUB_MAX_PROCESSES"])
 c.JupyterHub.log_level = env.get("AWD_HUB_LOG_LEVEL", "INFO")
 
+services: list[dict] = []
+roles: list[dict] = []
 # `start.sh --exchange ngshare`: nbgrader's exchange is the ngshare service instead of a shared directory.
 if env.get("AWD_HUB_NGSHARE_PORT"):
-    c.JupyterHub.services = [ngshare.service(int(env["AWD_HUB_NGSHARE_PORT"]), run / "ngshare", roster.instructors)]
+    services.append(ngshare.service(int(env["AWD_HUB_NGSHARE_PORT"]), run / "ngshare", roster.instructors))
+# jupyterhub-idle-culler, a service the hub starts and stops: servers without activity for the timeout
+# (start.sh --cull-timeout; 0: none) are stopped, their memory and processes given back. Its role holds only the
+# scopes its README lists for culling servers (not users: accounts stay).
+cull_timeout = int(env.get("AWD_HUB_CULL_TIMEOUT", "0"))
+if cull_timeout > 0:
+    services.append(culler.service(cull_timeout))
+    roles.append(culler.role())
+c.JupyterHub.services = services
+c.JupyterHub.load_roles = roles

@@ -1,7 +1,8 @@
 """Starts the course's JupyterHub on this machine (as root): ``bash deploy/hub/start.sh [--port 8000]``.
 
 Prepares what the hub needs, then replaces this process with ``jupyterhub`` (same PID: stopping it with
-SIGTERM or Ctrl-C stops the proxy and every user's server too):
+SIGTERM or Ctrl-C stops the proxy and its services; the users' servers keep running, and the hub started again
+with the same ``--run-dir`` takes them back; ``python -m deploy.hub.spawner stop-all RUN_DIR`` stops them):
 
 * the Unix users and groups of the roster (``deploy/roster.toml``, plus ``--members CLASS.csv``), the exchange,
   the instructor's course (``deploy/hub/accounts.py``); no password is set unless ``--demo`` is given;
@@ -12,7 +13,9 @@ SIGTERM or Ctrl-C stops the proxy and every user's server too):
   instructor also the formgrader, course list and create-assignment toolbar;
 * the run folder (root only): the hub's sqlite database, cookie secret, proxy token and pid files, log;
 * with ``--exchange ngshare``: the ngshare service instead of the exchange directory (``deploy/hub/ngshare.py``),
-  its state in ``<run>/ngshare/``, and each role's nbgrader config pointing at it.
+  its state in ``<run>/ngshare/``, and each role's nbgrader config pointing at it;
+* each server's limits (``--mem-limit``, ``--cpu-limit``, ``--max-processes``) and the idle culler's timeout;
+* with ``--tls-cert``/``--tls-key``: HTTPS on the public port, on ``--bind-ip``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -121,6 +125,40 @@ def refuse_if_open(roster: roster_file.Roster, paths: list[Path]) -> None:
     sys.exit("\n".join(lines))
 
 
+def stable_ports(run: Path, wanted: dict[str, int]) -> dict[str, int]:
+    """The hub's internal ports, the same at every start with this run folder: servers that outlived a hub call
+    the hub's API at the address they were given, so a restarted hub must listen there again. 0 means: the one
+    used last time, else a free one."""
+    saved = run / "ports.json"
+    previous = json.loads(saved.read_text()) if saved.exists() else {}
+    ports = {name: port or int(previous.get(name, 0)) or free_port() for name, port in wanted.items()}
+    saved.write_text(json.dumps(ports))
+    return ports
+
+
+def mem_bytes(text: str) -> int:
+    """``2G``, ``512M``, ``1048576``: JupyterHub's own notation for mem_limit, checked here rather than at spawn."""
+    match = re.fullmatch(r"(\d+)([KMGT]?)", text.strip().upper())
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a memory size: {text!r} (e.g. 2G, 512M)")
+    return int(match[1]) * 1024 ** " KMGT".index(match[2] or " ")
+
+
+def check_tls(cert: str, key: str) -> tuple[str, str]:
+    """Both or neither; readable; the key not readable by other users."""
+    if bool(cert) != bool(key):
+        sys.exit("deploy/hub: --tls-cert and --tls-key go together")
+    if not cert:
+        return "", ""
+    cert_path, key_path = Path(cert).resolve(), Path(key).resolve()
+    for path in (cert_path, key_path):
+        if not path.is_file():
+            sys.exit(f"deploy/hub: {path} is not a file")
+    if key_path.stat().st_mode & 0o077:
+        sys.exit(f"deploy/hub: the TLS key {key_path} is readable by other users; chmod 0600 {key_path}")
+    return str(cert_path), str(key_path)
+
+
 def announce_demo(users: tuple[str, ...]) -> None:
     """Says, where nobody can miss it, that every account now has a password anyone can guess."""
     bar = "!" * 100
@@ -157,7 +195,9 @@ def prepare(args: argparse.Namespace) -> dict[str, str]:
     if args.demo:
         accounts.set_demo_passwords(roster.users)
         announce_demo(roster.users)
-    ngshare_url = ngshare.service_url(f"http://127.0.0.1:{args.port}") if args.exchange == "ngshare" else None
+    tls_cert, tls_key = check_tls(args.tls_cert, args.tls_key)
+    public = f"https://{args.bind_ip}:{args.port}" if tls_cert else f"http://127.0.0.1:{args.port}"
+    ngshare_url = ngshare.service_url(public) if args.exchange == "ngshare" else None
     write_role_configs(shared / "jupyter", roster.course_id, exchange, course_root, ngshare_url)
 
     run = Path(args.run_dir).resolve()
@@ -175,16 +215,23 @@ def prepare(args: argparse.Namespace) -> dict[str, str]:
                 sys.exit(f"deploy/hub: the run folder {run} is inside {hidden}, which the {role}s' servers see "
                          "as an empty folder; choose a --run-dir elsewhere")
     data_dir = Path(args.data_dir).resolve()
+    ports = stable_ports(run, {"hub": args.hub_port, "proxy_api": args.proxy_api_port})
     service: dict[str, str] = {}
     if ngshare_url:
         (run / "ngshare").mkdir(mode=0o700, exist_ok=True)  # ngshare's database and files: root only
         service = {"AWD_HUB_NGSHARE_PORT": str(args.ngshare_port or free_port()), "AWD_HUB_NGSHARE_URL": ngshare_url}
+    if tls_cert:
+        service.update({"AWD_HUB_TLS_CERT": tls_cert, "AWD_HUB_TLS_KEY": tls_key, "AWD_HUB_BIND_IP": args.bind_ip})
     return {
         **service,
         "AWD_HUB_RUN_DIR": str(run),
         "AWD_HUB_PORT": str(args.port),
-        "AWD_HUB_INTERNAL_PORT": str(args.hub_port or free_port()),
-        "AWD_HUB_PROXY_API_PORT": str(args.proxy_api_port or free_port()),
+        "AWD_HUB_INTERNAL_PORT": str(ports["hub"]),
+        "AWD_HUB_PROXY_API_PORT": str(ports["proxy_api"]),
+        "AWD_HUB_MEM_LIMIT": str(args.mem_limit),
+        "AWD_HUB_CPU_LIMIT": str(args.cpu_limit),
+        "AWD_HUB_MAX_PROCESSES": str(args.max_processes),
+        "AWD_HUB_CULL_TIMEOUT": str(args.cull_timeout),
         "AWD_HUB_PROXY": proxy,
         "AWD_HUB_REPO": str(REPO),
         "AWD_HUB_DATA_DIR": str(data_dir),
@@ -225,6 +272,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                              "never for a class). Without it, no password is set or changed")
     parser.add_argument("--prepare-only", action="store_true",
                         help="make the accounts, folders and config, run the checks, and exit without the hub")
+    parser.add_argument("--mem-limit", type=mem_bytes, default=mem_bytes("3G"),
+                        help="memory of each user's server with its kernels and terminals (3G)")
+    parser.add_argument("--cpu-limit", type=float, default=1.0, help="CPU cores per server (1.0)")
+    parser.add_argument("--max-processes", type=int, default=512,
+                        help="processes and threads per server, kernels included (512)")
+    parser.add_argument("--cull-timeout", type=int, default=3600,
+                        help="stop a server idle this many seconds (3600; 0: never)")
+    parser.add_argument("--tls-cert", default="", help="PEM certificate (chain): serve HTTPS on the public port")
+    parser.add_argument("--tls-key", default="", help="its PEM private key (mode 0600)")
+    parser.add_argument("--bind-ip", default="127.0.0.1",
+                        help="with --tls-cert: the address the public port listens on (0.0.0.0: every interface); "
+                             "without TLS the hub stays on 127.0.0.1")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -242,8 +301,10 @@ def main(argv: list[str] | None = None) -> None:
         view = runtime.view_for(role, REPO, Path(settings["AWD_HUB_DATA_DIR"]))
         for line in runtime.describe(view):
             print(f"deploy/hub: {role} servers: {line}", flush=True)
-    print(f"deploy/hub: JupyterHub on http://127.0.0.1:{args.port}/ (state in {settings['AWD_HUB_RUN_DIR']})",
-          flush=True)
+    scheme, ip = ("https", args.bind_ip) if settings.get("AWD_HUB_TLS_CERT") else ("http", "127.0.0.1")
+    print(f"deploy/hub: JupyterHub on {scheme}://{ip}:{args.port}/ (state in {settings['AWD_HUB_RUN_DIR']}); "
+          f"each server: {args.mem_limit // 2**20} MiB, {args.cpu_limit} cores, {args.max_processes} processes; "
+          f"idle servers stopped after {args.cull_timeout or 'never'} s", flush=True)
     os.chdir(settings["AWD_HUB_RUN_DIR"])
     cmd = [sys.executable, "-m", "jupyterhub", "-f", str(HERE / "jupyterhub_config.py")]
     os.execve(sys.executable, cmd, env)
