@@ -226,3 +226,18 @@ def test_the_instructors_source_survives_a_restart_and_gets_the_due_date(tmp_pat
     # the grader's own course per run and `python -m autograder release` still mirror solutions/
     course.make_course(root)
     assert "instructor note" not in edited.read_text() and removed.exists()
+
+
+def test_roster_due_dates_are_read_and_a_bad_one_is_refused_naming_it(tmp_path):
+    from deploy import roster as roster_file
+
+    base = roster_file.ROSTER.read_text().split("[due]")[0]
+    paths = roster_file.ROSTER.read_text().split("[paths]")[1]
+    good = tmp_path / "good.toml"
+    good.write_text(f'{base}[due]\nhw4 = "2026-12-20T23:59:00+01:00"\n[paths]{paths}')
+    assert roster_file.load(good).due == {"hw4": "2026-12-20T23:59:00+01:00"}
+    assert roster_file.load(roster_file.ROSTER).due == {course.ASSIGNMENT: "2026-12-20T23:59:00Z"}
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'{base}[due]\nhw4 = "20 Dec 2026"\n[paths]{paths}')
+    with pytest.raises(ValueError, match=r"due date of hw4 is '20 Dec 2026', not ISO 8601"):
+        roster_file.load(bad)
