@@ -1,5 +1,5 @@
 """``python -m autograder release`` (notebooks/ from solutions/), ``grade`` (also in shards), ``merge``,
-``similarity``, ``doctor`` and ``properties``."""
+``similarity``, ``backup`` (the gradebook), ``doctor`` and ``properties``."""
 
 from __future__ import annotations
 
@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--submissions", type=Path, required=True, help="folder with one sub-folder per student")
     sim.add_argument("--out", type=Path, required=True, help="similarity.csv, similarity.html, code/")
     sim.add_argument("--release", type=Path, default=None, help="released notebooks (boilerplate; default notebooks/)")
+    bkp = sub.add_parser("backup", help="a consistent copy of a course's gradebook.db, safe while nbgrader runs")
+    bkp.add_argument("--course", type=Path, required=True, help="the nbgrader course root (holds gradebook.db)")
+    bkp.add_argument("--out", type=Path, required=True, help="folder for gradebook-<UTC time>.db")
     sub.add_parser("doctor", help="what this machine's sandbox enforces for each submission, and what it cannot")
     prp = sub.add_parser("properties", help="print the markdown table of graded promises and their points")
     prp.add_argument("--config", type=Path, default=None)
@@ -92,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         from autograder.report import timing_table
 
         print("\n".join(timing_table(args.out.resolve())))
+    elif args.command == "backup":
+        from autograder.backup import backup_gradebook
+
+        print(f"wrote {backup_gradebook(args.course, args.out)}")
     elif args.command == "properties":
         from autograder.config import load as load_config
         from autograder.judge import properties_table

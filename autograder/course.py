@@ -59,6 +59,14 @@ c.Autograde.autograde_preprocessors = [
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
 c.InjectVerdicts.verdicts_dir = {verdicts!r}
+# Late work: AssignLatePenalties (above) compares the submission's time with the assignment's due date in the
+# gradebook (set from the roster: autograder.nbgrader_plugins.set_due_dates) and takes 10 % of each notebook's
+# score per started hour late. The time is the one collect recorded in submitted/<student>/hw4/timestamp.txt:
+# TrustedCollect's, from the kernel, with the filesystem exchange; ngshare's server's with ngshare (whose site
+# config replaces this collect).
+c.AssignLatePenalties.plugin_class = "autograder.nbgrader_plugins.PercentPerHour"
+c.PercentPerHour.percent_per_hour = 10.0
+c.ExchangeFactory.collect = "autograder.nbgrader_plugins.TrustedCollect"
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
@@ -101,22 +109,28 @@ def drop_ungraded_tests(notebook: Path, config: Config) -> None:
 
 
 def make_course(root: Path = DEFAULT_ROOT, extra_config: str = "", notebooks: Path | None = None,
-                config: Config | None = None) -> Path:
+                config: Config | None = None, keep_source: bool = False) -> Path:
     """Creates (or refreshes) the course root: its config and ``source/hw4`` copied from ``solutions/``.
 
     Only notebooks are copied into ``source/``: nbgrader copies every other file there into the release, and
     the checks in ``autograder/`` must never reach students. ``notebooks`` replaces ``solutions/`` (tests).
     ``config`` (default ``autograder/config.toml``) says which optional parts are graded.
+
+    ``keep_source``: an existing, non-empty ``source/hw4`` is left as it is (a deployment's course root, where
+    ``source/`` is the instructor's to edit: the hub and ``deploy/course_setup.py`` run this on every start,
+    and copying ``solutions/`` over it again would lose their edits). Without it (``python -m autograder release``,
+    the grader's own course per run) ``source/`` always mirrors ``solutions/``.
     """
     config = config or load_config()
     root = Path(root).resolve()
     source = root / "source" / ASSIGNMENT
-    source.mkdir(parents=True, exist_ok=True)
-    for old in source.glob("*.ipynb"):
-        old.unlink()
-    for notebook in sorted(Path(notebooks or SOLUTIONS).glob("*.ipynb")):
-        shutil.copy2(notebook, source / notebook.name)
-        drop_ungraded_tests(source / notebook.name, config)
+    if not (keep_source and source.is_dir() and any(source.iterdir())):
+        source.mkdir(parents=True, exist_ok=True)
+        for old in source.glob("*.ipynb"):
+            old.unlink()
+        for notebook in sorted(Path(notebooks or SOLUTIONS).glob("*.ipynb")):
+            shutil.copy2(notebook, source / notebook.name)
+            drop_ungraded_tests(source / notebook.name, config)
     (root / "nbgrader_config.py").write_text(
         CONFIG.format(
             root=str(root),

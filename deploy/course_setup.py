@@ -200,8 +200,9 @@ def exchange_service_config(ngshare_url: str | None) -> str:
 
 
 def make_instructor_course(roster: Roster, ngshare_url: str | None = None) -> Path:
-    """The course root (config, ``source/hw4``), owned by the instructor and closed to everybody else."""
-    root = course.make_course(roster.course)
+    """The course root (config, ``source/hw4`` the first time only, the roster's due dates in the gradebook),
+    owned by the instructor and closed to everybody else."""
+    root = course.make_course(roster.course, keep_source=True)  # the instructor's edits of source/ survive a rerun
     (root / SITE_CONFIG).write_text(
         "# Written by deploy/course_setup.py: this machine's exchange and where the grader leaves its verdicts.\n"
         "c = get_config()  # noqa: F821\n"
@@ -209,6 +210,10 @@ def make_instructor_course(roster: Roster, ngshare_url: str | None = None) -> Pa
         f"c.InjectVerdicts.verdicts_dir = {str(root / VERDICTS)!r}\n"
         + exchange_service_config(ngshare_url)
     )
+    if roster.due:
+        from autograder.nbgrader_plugins import set_due_dates
+
+        set_due_dates(root, roster.due)  # before the chown: the gradebook may be created here
     chown_tree(root, roster.instructor)
     os.chmod(root, 0o700)
     return root
@@ -276,7 +281,8 @@ def sandbox_works_as(user: str) -> tuple[bool, str]:
 
 
 def setup(roster: Roster, data_dir: Path | None = None, log=print, ngshare_url: str | None = None) -> Roster:
-    """Everything above, in order. Idempotent: users are kept, the rest is rewritten.
+    """Everything above, in order. Idempotent: users and the instructor's ``source/`` and gradebook are kept,
+    the rest is rewritten.
 
     With ``ngshare_url`` nbgrader uses that exchange service (``deploy/hub/ngshare.py``; the course on it is made
     by ``ngshare.create_course`` with the instructor's hub token) and the exchange directory stays unused.

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import csv
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 
 import tomllib
@@ -40,6 +41,8 @@ class Roster:
     runtime: Path
     code: Path
     staff_group: str  # the Unix group that may read the course's closed folders (solutions/, autograder/)
+    # assignment -> due date (ISO 8601, "2026-12-20T23:59:00Z"), written into the gradebook for the late policy
+    due: dict[str, str] = field(default_factory=dict)
 
     @property
     def instructor(self) -> str:
@@ -106,7 +109,14 @@ def load(path: Path = ROSTER, members_csv: Path | None = None, **paths: Path | N
         people[role] = list(dict.fromkeys(people[role]))  # listed twice in the same role: once
     if not people["instructor"]:
         raise ValueError(f"{path}: the roster names no instructor (instructors = [...])")
+    due = {str(name): str(when) for name, when in raw.get("due", {}).items()}
+    for name, when in due.items():
+        try:  # fail here, naming the line, not at the first collect
+            datetime.fromisoformat(when.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{path}: due date of {name} is {when!r}, not ISO 8601 "
+                             "(e.g. \"2026-12-20T23:59:00Z\")") from None
     roster = Roster(raw["course_id"], *(tuple(people[r]) for r in ROLES),
                     *(Path(raw["paths"][k]) for k in ("exchange", "course", "runtime", "code")),
-                    staff_group=raw.get("staff_group", f"{raw['course_id']}-staff"))
+                    staff_group=raw.get("staff_group", f"{raw['course_id']}-staff"), due=due)
     return replace(roster, **{k: Path(v) for k, v in paths.items() if v is not None})

@@ -17,6 +17,9 @@ Runs as root only (users, runuser, chown). Per-run paths live in pytest's tmp di
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import errno
 import json
 import os
 import pwd
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parent.parent
 INSTRUCTOR, STUDENTS = "awd-instructor", ("awd-alice", "awd-bob", "awd-carol")
+DUE = "2099-12-31T23:59:00Z"
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: creates Unix users and runs nbgrader as each of them"),
@@ -125,6 +129,9 @@ def deployment(request, tmp_path, tmp_path_factory, data_env, prepared_data, tra
     os.chmod(REPO, repo_mode & ~0o007)
     roster = course_setup.load_roster(exchange=tmp_path / "exchange", course=tmp_path / "instructor" / "course",
                                       runtime=tmp_path / "runtime", code=tmp_path / "instructor" / "code")
+    # course_setup writes the due date into the gradebook; the roster's own would make this run late once it has
+    # passed, so a far one keeps the test independent of the day it runs (late work: tests/test_course_admin.py)
+    roster = dataclasses.replace(roster, due={course.ASSIGNMENT: DUE})
     previous: dict[Path, bytes | None] = {}  # each user's nbgrader config before this run, put back after it
     try:
         with ExitStack() as stack:
@@ -165,6 +172,7 @@ def test_exchange_cycle_with_real_users(deployment, tmp_path, trained_model, gra
 
     roster = deployment.roster
     python = str(roster.runtime / "venv" / "bin" / "python")
+    started = _utc_now() - datetime.timedelta(seconds=1)  # before any submission (timestamps have microseconds)
 
     def run(user: str, *args: str, cwd: Path, check: bool = True):
         start = time.monotonic()
@@ -221,10 +229,14 @@ def test_exchange_cycle_with_real_users(deployment, tmp_path, trained_model, gra
     for student in STUDENTS:
         course_setup.chown_tree(work[student], student)
     each_student("submit", course.ASSIGNMENT)
+    if deployment.kind == "directory":
+        _carol_tries_to_take_over(run, roster, work["awd-carol"])
 
     # The instructor collects; the sandboxed grader grades what was collected, as the instructor when bubblewrap
     # works for a non-root user here (unprivileged user namespaces), else as root (docs/deploy.md).
-    nbgrader(INSTRUCTOR, "collect", course.ASSIGNMENT, cwd=roster.course)
+    collected = nbgrader(INSTRUCTOR, "collect", course.ASSIGNMENT, cwd=roster.course)
+    if deployment.kind == "directory":  # carol's submission in alice's name: refused (alice's scores are below)
+        assert "names awd-alice but belongs to awd-carol" in collected.stderr, collected.stderr[-3000:]
     submitted = roster.course / "submitted"
     assert sorted(p.name for p in submitted.iterdir()) == sorted(STUDENTS)
     grade_collected(roster.course, grading_config["path"], python, deployment.env(INSTRUCTOR),
@@ -232,6 +244,7 @@ def test_exchange_cycle_with_real_users(deployment, tmp_path, trained_model, gra
 
     # nbgrader records the verdicts in the instructor's gradebook, then makes and releases feedback.
     nbgrader(INSTRUCTOR, "autograde", course.ASSIGNMENT, "--create", "--force", cwd=roster.course)
+    _submitted_on_time(roster.course, started)
     nbgrader(INSTRUCTOR, "generate_feedback", course.ASSIGNMENT, "--force", cwd=roster.course)
     nbgrader(INSTRUCTOR, "release_feedback", course.ASSIGNMENT, cwd=roster.course)
 
@@ -262,7 +275,8 @@ def test_exchange_cycle_with_real_users(deployment, tmp_path, trained_model, gra
     if deployment.kind == "directory":
         # nbgrader hides a submission by its name (student+assignment+timestamp+random) in an unlistable inbound.
         names = sorted(p.name for p in inbound.iterdir())
-        assert len(names) == 3 and all(len(n.split("+")[-1]) >= 10 for n in names), names
+        # the three students' submissions and carol's one in alice's name
+        assert len(names) == 4 and all(len(n.split("+")[-1]) >= 10 for n in names), names
     else:
         assert not inbound.exists()  # nothing went through the directory
         _ngshare_refuses_other_students(deployment)
@@ -300,6 +314,54 @@ def test_exchange_cycle_with_real_users(deployment, tmp_path, trained_model, gra
             html = fetched[student][part.notebook.replace(".ipynb", ".html")].decode()
             score = got[student, part.name][0]
             assert f"{part.name}: {score:g} / {part.points:g} points" in re.sub(r"<[^>]+>", "", html), (student, part)
+
+
+# A student process tries to take the course's exchange folder over: rename it, or remove it to put its own there.
+TAKEOVER = """
+import json, os, sys
+course, out = sys.argv[1], {}
+inbound = os.path.join(course, "inbound")
+for name, attempt in {"rename": lambda: os.rename(course, course + "-taken"), "remove": lambda: os.rmdir(course),
+                      "replace inbound": lambda: os.rename(inbound, course + "-inbound")}.items():
+    try:
+        attempt()
+        out[name] = "done"
+    except OSError as err:
+        out[name] = err.errno
+print(json.dumps(out))
+"""
+
+
+def _carol_tries_to_take_over(run, roster, carol_work: Path) -> None:
+    """carol, a real student process, on the filesystem exchange: she cannot move or remove the course's folder or
+    its inbound/ (the sticky bit on the exchange root; nbgrader's modes), and her submission in alice's name, which
+    nbgrader accepts, is submitted here to be refused by the instructor's collect (TrustedCollect)."""
+    course_dir = roster.exchange / roster.course_id
+    seen = json.loads(run("awd-carol", "-c", TAKEOVER, str(course_dir), cwd=carol_work).stdout)
+    assert set(seen) == {"rename", "remove", "replace inbound"}, seen
+    assert all(code in (errno.EPERM, errno.EACCES) for code in seen.values()), seen  # refused by the kernel
+    assert course_dir.is_dir() and (course_dir / "inbound").is_dir()
+    time.sleep(1.1)  # later than alice's own submission, as a forgery meant to replace it would be
+    forged = run("awd-carol", "-m", "nbgrader", "submit", course.ASSIGNMENT, "--student", "awd-alice",
+                 f"--Exchange.cache={carol_work.parent / 'cache-awd-carol'}", cwd=carol_work)
+    assert "Submitted as: awd-course hw4" in forged.stderr, forged.stderr[-2000:]  # nbgrader lets it through
+
+
+def _submitted_on_time(root: Path, started: datetime.datetime) -> None:
+    """The gradebook holds the roster's due date and, for each student, the time the exchange recorded (the kernel's
+    with the directory, ngshare's server's with ngshare): during this run, before the due date, no penalty."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}", course.COURSE_ID) as gb:
+        assert gb.find_assignment(course.ASSIGNMENT).duedate == datetime.datetime(2099, 12, 31, 23, 59)
+        for student in STUDENTS:
+            sub = gb.find_submission(course.ASSIGNMENT, student)
+            assert sub.timestamp is not None and started <= sub.timestamp <= _utc_now(), (student, sub.timestamp)
+            assert sub.total_seconds_late == 0 and not sub.late_submission_penalty, student
+
+
+def _utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
 
 
 def _ngshare_refuses_other_students(deployment: Deployment) -> None:

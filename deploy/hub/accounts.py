@@ -102,7 +102,7 @@ def ensure_exchange(root: Path) -> Path:
     return make_exchange(root)
 
 
-def ensure_course_root(root: Path, owner: Account, exchange: Path) -> Path:
+def ensure_course_root(root: Path, owner: Account, exchange: Path, due: dict[str, str] | None = None) -> Path:
     """The instructor's nbgrader course (``autograder.course.make_course``), owned by the instructor.
 
     Its config is the course's own (course id, gradebook, the sandboxed grader's preprocessors) with the shared
@@ -110,13 +110,20 @@ def ensure_course_root(root: Path, owner: Account, exchange: Path) -> Path:
     read from where ``python -m autograder grade --out grading`` (run in the course root) leaves them, as
     ``deploy/course_setup.py`` does: otherwise the formgrader's autograde would not find them and would grade
     every submission again, with the default grading config.
+
+    ``source/`` is copied from ``solutions/`` only when the course has none yet: from then on it is the
+    instructor's. ``due`` (the roster's due dates) goes into the gradebook (``set_due_dates``).
     """
     from autograder.course import make_course
+    from autograder.nbgrader_plugins import set_due_dates
     from deploy.course_setup import VERDICTS
 
     root = Path(root)
-    make_course(root, extra_config=f"c.Exchange.root = {str(exchange)!r}\n"
+    # keep_source: this runs on every hub start, and source/ is the instructor's own from the first one on
+    make_course(root, keep_source=True, extra_config=f"c.Exchange.root = {str(exchange)!r}\n"
                                    f"c.InjectVerdicts.verdicts_dir = {str(root.resolve() / VERDICTS)!r}\n")
+    if due:
+        set_due_dates(root, due)  # before the chown below: the gradebook may be created here
     for dirpath, _dirnames, filenames in os.walk(root):
         os.chown(dirpath, owner.uid, owner.gid)
         for name in filenames:

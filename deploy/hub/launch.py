@@ -190,7 +190,7 @@ def prepare(args: argparse.Namespace) -> dict[str, str]:
     exchange = accounts.ensure_exchange(shared / "exchange")
     # nbgrader's formgrader refuses a course root outside the server's root folder (the instructor's home).
     course_root = instructor.home / args.course_dir
-    accounts.ensure_course_root(course_root, instructor, exchange)
+    accounts.ensure_course_root(course_root, instructor, exchange, roster.due)
     refuse_if_open(roster, closed_paths(course_root))
     if args.demo:
         accounts.set_demo_passwords(roster.users)
