@@ -26,7 +26,7 @@ import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
-from autograder import course, grade
+from autograder import course, grade, submission
 from autograder.config import load as load_config
 from autograder.nbgrader_plugins import TIMESTAMP_FORMAT, set_due_dates
 from deploy import course_setup
@@ -68,7 +68,7 @@ def put_submission(inbound: Path, release: Path, folder_name: str, owner: str, m
 def verdict_record(submitted: Path, config) -> dict:
     """Full marks for every part, bound to the collected files as ``python -m autograder grade`` binds them."""
     names = [*grade.graded_notebooks(config), "model.pt"]
-    return {"submission": {"files": names, "sha256": grade.submission_digest(submitted, names)},
+    return {"submission": {"files": names, "sha256": submission.digest(submitted, names)},
             "parts": {p.name: {"part": p.name, "notebook": p.notebook, "points": p.points, "score": p.points,
                                "message": "all promises hold", "checks": []} for p in config.parts}}
 
