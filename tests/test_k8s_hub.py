@@ -120,7 +120,7 @@ def test_each_role_gets_the_files_the_one_machine_hub_writes(tmp_path):
 
     from deploy.hub.launch import write_role_configs
 
-    write_role_configs(tmp_path, Path("/srv/nbgrader/exchange"), Path(COURSE_ROOT), NGSHARE_URL)
+    write_role_configs(tmp_path, "awd-course", Path("/srv/nbgrader/exchange"), Path(COURSE_ROOT), NGSHARE_URL)
     written = {f"{CONFIG_ROOT}/{p.relative_to(tmp_path)}": p for p in tmp_path.rglob("*") if p.is_file()}
     files = {f["mountPath"]: f for f in _values()["singleuser"]["extraFiles"].values()}
     assert set(files) == set(written)
@@ -142,19 +142,23 @@ def test_the_nbgrader_url_is_ngshare_exchanges_own_kubernetes_default(monkeypatc
 
 
 def test_the_spawn_hook_gives_each_role_its_image_and_files():
-    from deploy.hub import accounts
+    from deploy import roster
+
+    people = roster.load()
 
     values = _values()
     hook = _spawn_hook(values)
     student_image = f"{values['singleuser']['image']['name']}:{values['singleuser']['image']['tag']}"
     mounts = {f["mountPath"] for f in values["singleuser"]["extraFiles"].values()}
-    for user, role in ((accounts.INSTRUCTOR, "instructor"), *((s, "student") for s in accounts.STUDENTS)):
+    # graders get a student's server here, as on the one-machine hub (docs/deploy.md: the graders' formgrader)
+    for user, role in ((people.instructor, "instructor"),
+                       *((s, "student") for s in (*people.graders, *people.students))):
         spawner = SimpleNamespace(user=SimpleNamespace(name=user), image=student_image, environment={})
         hook(spawner)
         path = spawner.environment["JUPYTER_CONFIG_PATH"]
         assert path == f"{CONFIG_ROOT}/{role}" and f"{path}/nbgrader_config.py" in mounts, user
         assert spawner.image == (student_image if role == "student" else hook.__globals__["INSTRUCTOR_IMAGE"]), user
-    assert hook.__globals__["INSTRUCTORS"] == {accounts.INSTRUCTOR}
+    assert hook.__globals__["INSTRUCTORS"] == {people.instructor}
 
 
 def test_the_hub_and_ngshare_agree_on_names():
@@ -163,7 +167,7 @@ def test_the_hub_and_ngshare_agree_on_names():
     values' nbgrader URL."""
     from jupyterhub.services.service import Service
 
-    from deploy.hub import accounts
+    from deploy import roster
 
     values, objects = _values(), _ngshare()
     (name,) = values["hub"]["services"]
@@ -188,7 +192,7 @@ def test_the_hub_and_ngshare_agree_on_names():
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     assert pod_labels["hub.jupyter.org/network-access-hub"] == "true"
     args = container["args"]
-    assert args[args.index("--admins") + 1].split(",") == [accounts.INSTRUCTOR]
+    assert args[args.index("--admins") + 1].split(",") == [roster.load().instructor]
     assert urlparse(NGSHARE_URL).path + "/" == env["JUPYTERHUB_SERVICE_PREFIX"]  # the route nbgrader calls
     # The database and the files live on the volume, which outlives the pod.
     mount = container["volumeMounts"][0]["mountPath"]
