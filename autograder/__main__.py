@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"released {path}")
         print(f"released {course.ship_grading_bar(config)}")
         print(f"released {course.ship_contract()}")
+        print(f"released {course.ship_measured()}/")
     elif args.command == "timings":
         from autograder.report import timing_table
 

@@ -191,6 +191,19 @@ def ship_grading_bar(config: Config) -> Path:
     return checks.SHIPPED_BAR
 
 
+def ship_measured() -> Path:
+    """Copies the measured runs the notebooks show (``docs/data/*.csv``, ``*.json``) into the student's library
+    (``hw4lib/measured/``, read by ``hw4lib.files.measured``): a student's server on the hub has no ``docs/``."""
+    from hw4lib import files
+
+    shutil.rmtree(files.SHIPPED_MEASURED, ignore_errors=True)
+    files.SHIPPED_MEASURED.mkdir()
+    for path in sorted(files.MEASURED_SOURCE.iterdir()):
+        if path.suffix in files.SHIPPED_SUFFIXES:
+            shutil.copyfile(path, files.SHIPPED_MEASURED / path.name)
+    return files.SHIPPED_MEASURED
+
+
 def ship_contract() -> Path:
     """Copies ``docs/components.md`` (the one source) into the student's library (``hw4lib/contract.md``), which
     ``checks.contract(stage)`` renders in the notebooks: a student's server on the hub or a release has no

@@ -22,6 +22,7 @@ in that stretch reads the last check's value; a minute after the run ended, or b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hw4lib import files
 from hw4lib.errors import HW4Error
 
 
@@ -69,12 +71,12 @@ def load_curve(run_dir: str | Path, name: str | None = None) -> Curve:
 
 def read_csv(path: str | Path) -> dict[str, Curve]:
     """The curves of a CSV written by :func:`write_csv` (``python -m hw4lib curves --csv``), by run name, in the
-    file's order. A bare file name is looked up in ``docs/data/``, where the measured runs are kept."""
+    file's order. A bare file name is a measured run's (:func:`hw4lib.files.measured`: ``docs/data/``, or the copy
+    the release ships)."""
     path = Path(path)
     if not path.is_file() and path.parent == Path("."):
-        from hw4lib.components import REPO_ROOT
-
-        path = REPO_ROOT / "docs" / "data" / path
+        with contextlib.suppress(FileNotFoundError):
+            path = files.measured(path.name)
     if not path.is_file():
         raise HW4Error(f"no curves file {path}: it is written by `python -m hw4lib curves RUN ... --csv FILE`")
     out: dict[str, Curve] = {}

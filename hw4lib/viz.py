@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from hw4lib.components import REPO_ROOT
+from hw4lib import files
 from hw4lib.errors import HW4Error
 from hw4lib.prompting import Continuation, continue_prompt, encode_prompt
 
@@ -67,7 +67,12 @@ def token_frequency_plot(articles: Sequence[np.ndarray], vocab: np.ndarray, top:
 def overfit_plot(path: str | Path | None = None) -> None:
     """Train against validation perplexity of an LSTM with no regularization, per epoch, from the CSV that
     ``benchmarks/overfit_unregularized.py`` measured (``docs/data/overfit_unregularized.csv``)."""
-    path = Path(path) if path else REPO_ROOT / "docs" / "data" / "overfit_unregularized.csv"
+    if path is None:
+        try:
+            path = files.measured("overfit_unregularized.csv")
+        except FileNotFoundError:
+            path = files.MEASURED_SOURCE / "overfit_unregularized.csv"
+    path = Path(path)
     if not path.is_file():
         print(f"(overfit_plot: {path} is missing; run python benchmarks/overfit_unregularized.py)")
         return

@@ -84,10 +84,10 @@ def test_a_student_cannot_move_the_course_aside_in_the_hubs_exchange():
 
 STUDENT_PROBE = """
 import json, os, sys
-from hw4lib import checks
+from hw4lib import checks, curves
 repo = sys.argv[1]
 print(json.dumps({"checks": checks.__file__, "bar": checks.grading_bar(), "contract": checks.contract(1).data,
-                  "visible": sorted(os.listdir(repo))}))
+                  "visible": sorted(os.listdir(repo)), "measured": sorted(curves.read_csv("curves_60min.csv"))}))
 """
 
 
@@ -130,6 +130,7 @@ def test_a_students_view_holds_the_contract_and_the_grading_bar():
     source = (repo / "docs" / "components.md").read_text()
     assert seen["contract"] == checks.contract_text(1, source)
     assert "### Stage 1: LanguageModelDataLoader" in seen["contract"]
+    assert "cpu60-wt2" in seen["measured"]  # stage 7's measured runs, from hw4lib/measured/
 
 
 # The roster (deploy/roster.py), shared by the hub and deploy/course_setup.py.

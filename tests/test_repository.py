@@ -128,6 +128,23 @@ def test_the_student_library_ships_the_contract():
         "hw4lib/contract.md differs from docs/components.md: run `python -m autograder release` to ship it")
 
 
+def test_the_student_library_ships_the_measured_runs(tmp_path, monkeypatch):
+    """Stages 0, 7, 8 and 9 show measured runs: hw4lib/measured/ holds docs/data's CSV and JSON files byte for byte,
+    and without docs/ (a hub's student) the readers find them there."""
+    from hw4lib import curves, files
+
+    source = sorted(p.name for p in files.MEASURED_SOURCE.iterdir() if p.suffix in files.SHIPPED_SUFFIXES)
+    shipped = sorted(p.name for p in files.SHIPPED_MEASURED.iterdir())
+    assert source and shipped == source, "run `python -m autograder release` to ship docs/data's measurements"
+    for name in source:
+        assert (files.SHIPPED_MEASURED / name).read_bytes() == (files.MEASURED_SOURCE / name).read_bytes(), name
+    monkeypatch.setattr(files, "MEASURED_SOURCE", tmp_path / "no-docs")
+    assert files.measured("curves_60min.csv").parent == files.SHIPPED_MEASURED
+    assert "cpu60-wt2" in curves.read_csv("curves_60min.csv")
+    with pytest.raises(FileNotFoundError, match="no measured file"):
+        files.measured("nothing.csv")
+
+
 LOCKS = {"requirements.lock": "requirements.txt", "requirements-nodeps.lock": "requirements-nodeps.txt",
          "requirements-ngshare-db.lock": "requirements-ngshare-db.txt"}
 
