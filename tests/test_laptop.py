@@ -137,7 +137,9 @@ def test_plain_preset_trains_without_components_and_resumes_identically(grammar_
 
 # ------------------------------------------------------------------------------------------------- wall clock
 def test_wall_budget_stops_training_and_counts_checks(C, grammar_data, tmp_path):
-    cfg = tiny(epochs=10_000, wall_budget_min=3 / 60, eval_every_min=0.5 / 60)
+    # 8 s, not less: on a loaded machine the first steps alone took over a second, and the reserve for the final
+    # evaluation (from the training pace) then left room for one check only
+    cfg = tiny(epochs=10_000, wall_budget_min=8 / 60, eval_every_min=0.5 / 60)
     metrics = train(cfg, C, tmp_path, run_data=grammar_data, **QUIET)
     assert metrics["finished"] and metrics["epochs"] < 10_000
     history = metrics["history"]
@@ -145,7 +147,7 @@ def test_wall_budget_stops_training_and_counts_checks(C, grammar_data, tmp_path)
     assert [h["wall_s"] for h in history] == sorted(h["wall_s"] for h in history)
     assert all(h["check_s"] >= h["eval_s"] >= 0 for h in history)
     assert metrics["wall_s"] >= history[-1]["wall_s"]
-    assert metrics["wall_s"] < 3 + 30  # stops near the budget (a shared machine's disk and cores: generous slack)
+    assert metrics["wall_s"] < 8 + 30  # stops near the budget (a shared machine's disk and cores: generous slack)
     assert metrics["precision"] == "fp32"
 
 
