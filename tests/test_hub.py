@@ -4,13 +4,16 @@ Starts ``deploy/hub/start.sh`` as root on a free port with its run folder and sh
 config) in temporary places, without ``--demo``; sets each account's password itself (``chpasswd``, as an
 instructor would), logs in over HTTP through PAM, and checks what each role gets: the
 server runs as the student's Unix user and sees only ``hw4lib/`` of the clone, nobody reaches another user's
-server, students have no formgrader, and the instructor generates and releases hw4 through the formgrader API
-so that a student fetches and submits it through the assignment list's API and the exchange.
+server, students have no formgrader; the course's formgrader is a hub service run as the course account, open to
+the instructor and the TA and refused to students; the instructor generates and releases hw4 through its API so
+that a student fetches and submits it through the assignment list's API and the exchange.
 
-In headless Chromium, the whole grading cycle on that one submission: the instructor collects it in the
-formgrader, the course's sandboxed grader grades it, the formgrader's autograde records the verdicts, the
-instructor grades a written answer by hand in the formgrader and releases feedback, and the student fetches and
-reads it in the assignment list. Screenshots of each step go to ``test-artifacts/hub/``.
+In headless Chromium, the whole grading cycle on that one submission: the instructor collects it in the course's
+formgrader (a tab of its own), the course's sandboxed grader grades it, the formgrader's autograde records the
+verdicts, the instructor grades a written answer by hand and releases feedback, and the student fetches and
+reads it in the assignment list. Screenshots of each step go to ``test-artifacts/hub/``. Last, one class's whole
+cycle over HTTP: three students submit, the TA grades a written answer of each in the course's formgrader, and
+each student's feedback, the gradebook and the LMS export hold the TA's scores.
 
 The Unix users ``awd-*`` are the roster's accounts (created if missing, kept afterwards, their passwords put back
 as they were); the test removes what it put in their homes. A student's process outside the hub (what a cron job
@@ -310,6 +313,9 @@ def test_course_service_is_for_instructors_and_graders_and_runs_as_the_course_ac
                      re.M), status
     assert Path(owner.pw_dir) == hub.course_root.parent and os.stat(owner.pw_dir).st_mode & 0o777 == 0o700
     assert owner.pw_shell == "/usr/sbin/nologin"
+    # A server's control group of its own (the limits of start.sh's --mem-limit, --cpu-limit, --max-processes).
+    groups = Path(f"/proc/{pid}/cgroup").read_text()
+    assert f"/awd-hub-{COURSE_ACCOUNT}-" in groups, groups
     for path in (hub.course_root, hub.course_root / "gradebook.db", hub.course_root / "release" / "hw4"):
         assert path.stat().st_uid == owner.pw_uid, f"{path} is not the course account's"
     # In the instructor's view of the clone (the course config imports autograder/), like the instructor's server.
