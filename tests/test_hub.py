@@ -4,13 +4,16 @@ Starts ``deploy/hub/start.sh`` as root on a free port with its run folder and sh
 config) in temporary places, without ``--demo``; sets each account's password itself (``chpasswd``, as an
 instructor would), logs in over HTTP through PAM, and checks what each role gets: the
 server runs as the student's Unix user and sees only ``hw4lib/`` of the clone, nobody reaches another user's
-server, students have no formgrader, and the instructor generates and releases hw4 through the formgrader API
-so that a student fetches and submits it through the assignment list's API and the exchange.
+server, students have no formgrader; the course's formgrader is a hub service run as the course account, open to
+the instructor and the TA and refused to students; the instructor generates and releases hw4 through its API so
+that a student fetches and submits it through the assignment list's API and the exchange.
 
-In headless Chromium, the whole grading cycle on that one submission: the instructor collects it in the
-formgrader, the course's sandboxed grader grades it, the formgrader's autograde records the verdicts, the
-instructor grades a written answer by hand in the formgrader and releases feedback, and the student fetches and
-reads it in the assignment list. Screenshots of each step go to ``test-artifacts/hub/``.
+In headless Chromium, the whole grading cycle on that one submission: the instructor collects it in the course's
+formgrader (a tab of its own), the course's sandboxed grader grades it, the formgrader's autograde records the
+verdicts, the instructor grades a written answer by hand and releases feedback, and the student fetches and
+reads it in the assignment list. Screenshots of each step go to ``test-artifacts/hub/``. Last, one class's whole
+cycle over HTTP: three students submit, the TA grades a written answer of each in the course's formgrader, and
+each student's feedback, the gradebook and the LMS export hold the TA's scores.
 
 The Unix users ``awd-*`` are the roster's accounts (created if missing, kept afterwards, their passwords put back
 as they were); the test removes what it put in their homes. A student's process outside the hub (what a cron job
@@ -19,6 +22,7 @@ or an ssh session would be) is refused the clone's ``solutions/`` and ``autograd
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -32,8 +36,12 @@ from typing import Any
 import pytest
 import requests  # a dependency of jupyterhub
 
+from autograder.config import load as load_config
+from autograder.grade import gradebook_rows
 from deploy import course_setup
+from deploy.hub import course_service, runtime
 from tests.fixtures.hub import Hub, environ_of, grade_collected, login, running_hub, tagged_processes
+from tests.fixtures.mistakes import MISTAKES
 from tests.notebook_tools import REPO, fill_with_reference
 from tests.test_browser import ARTIFACTS, CHROMIUM, LAUNCH_ARGS
 
@@ -41,7 +49,10 @@ pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="the hub needs root: PAM reads /etc/shadow, and servers run as the users")
 
 COURSE_ID = "awd-course"
-STUDENT, OTHER, INSTRUCTOR, GRADER = "awd-alice", "awd-bob", "awd-instructor", "awd-ta"
+STUDENT, OTHER, THIRD, INSTRUCTOR, GRADER = "awd-alice", "awd-bob", "awd-carol", "awd-instructor", "awd-ta"
+STUDENTS = (STUDENT, OTHER, THIRD)
+COURSE_ACCOUNT = course_service.account_name(COURSE_ID)
+SERVICE = f"/services/{COURSE_ID}"  # the course's shared formgrader (deploy/hub/course_service.py)
 SHOTS = ARTIFACTS / "hub"
 # The written answer graded by hand in the browser (tests/test_repository.py: 1 point, graded by hand).
 WRITTEN_NOTEBOOK, WRITTEN_ANSWER = "01_data_loader", "q1_1"
@@ -50,7 +61,7 @@ MANUAL_COMMENT = "Right: only the gradient is cut short. Say also why drawn leng
 
 
 def _cleanup_homes() -> None:
-    for user in (STUDENT, OTHER):
+    for user in STUDENTS:
         shutil.rmtree(Path("/home") / user / "hw4", ignore_errors=True)
         shutil.rmtree(Path("/home") / user / ".local/share/jupyter/nbgrader_cache" / COURSE_ID, ignore_errors=True)
         Path("/home", user, "hub-test-probe.txt").unlink(missing_ok=True)
@@ -99,10 +110,11 @@ def server_pid(hub: Hub, user: str) -> int:
 
 @pytest.fixture(scope="module")
 def sessions(hub) -> dict[str, requests.Session]:
-    """Logged-in sessions of alice, bob and the instructor, their servers started at once (the slow part)."""
+    """Logged-in sessions of the three students and the instructor, their servers started at once (the slow
+    part)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    users = (STUDENT, OTHER, INSTRUCTOR)
+    users = (*STUDENTS, INSTRUCTOR)
     logged_in = {user: login(hub, user) for user in users}
     with ThreadPoolExecutor(len(users)) as pool:
         for future in [pool.submit(start_server, hub, logged_in[user], user) for user in users]:
@@ -165,6 +177,10 @@ def test_a_student_outside_the_hub_cannot_read_solutions_grader_or_course(hub, a
     grader = as_user(INSTRUCTOR, "cat", str(REPO / "autograder" / "__init__.py"))
     assert grader.returncode == 0, grader.stderr
     assert as_user(STUDENT, "cat", str(REPO / "hw4lib" / "__init__.py")).returncode == 0  # the rest stays open
+    # The course (source/, the gradebook) is the course account's alone: one writer for the SQLite gradebook; the
+    # instructor reaches it through the course's formgrader service.
+    mine = as_user(INSTRUCTOR, "ls", str(hub.course_root))
+    assert mine.returncode != 0 and "Permission denied" in mine.stderr, mine
 
 
 def test_roster_groups_and_a_graders_server(hub):
@@ -207,48 +223,146 @@ def test_student_has_assignment_list_but_no_formgrader(hub, alice):
     assert "@jupyter/nbgrader:assignment-list" not in disabled
 
 
+def open_service(hub: Hub, session: requests.Session) -> requests.Response:
+    """The course's formgrader page, through the hub's OAuth (which gives the service's cookie to those let in)."""
+    return session.get(f"{hub.base}{SERVICE}/formgrader", timeout=60)
+
+
+def service_xsrf(session: requests.Session) -> dict[str, str]:
+    token = session.cookies.get("_xsrf", path=f"{SERVICE}/")
+    assert token, f"no _xsrf cookie for {SERVICE}/"
+    return {"X-XSRFToken": token}
+
+
+def formgrader_api(session: requests.Session, hub: Hub, method: str, path: str, **kwargs: Any) -> Any:
+    """A call to the service's formgrader API, as its pages make it; fails unless it answered with success."""
+    headers = service_xsrf(session) if method != "GET" else {}
+    response = session.request(method, f"{hub.base}{SERVICE}/formgrader/api/{path}", headers=headers,
+                               timeout=180, **kwargs)
+    assert response.status_code == 200, (method, path, response.status_code, response.text[:2000])
+    body = response.json()
+    if isinstance(body, dict) and "success" in body:
+        assert body["success"], (method, path, body)
+    return body
+
+
 @pytest.fixture(scope="module")
-def released(hub, instructor) -> Path:
-    """hw4 generated and released by the instructor through the formgrader's API (as its buttons do)."""
-    base = f"{hub.base}/user/{INSTRUCTOR}/formgrader"
-    headers = server_xsrf(instructor, INSTRUCTOR)
+def formgrader(hub, instructor) -> requests.Session:
+    """The instructor's session, let into the course's formgrader service."""
+    page = open_service(hub, instructor)
+    assert page.status_code == 200 and "Manage Assignments" in page.text, (page.status_code, page.text[:500])
+    return instructor
+
+
+@pytest.fixture(scope="module")
+def ta(hub) -> requests.Session:
+    """The grader (TA) signed in and let into the course's formgrader service."""
+    session = login(hub, GRADER)
+    page = open_service(hub, session)
+    assert page.status_code == 200 and "Manage Assignments" in page.text, (page.status_code, page.text[:500])
+    return session
+
+
+@pytest.fixture(scope="module")
+def released(hub, formgrader) -> Path:
+    """hw4 generated and released by the instructor through the course service's formgrader API (as its buttons
+    do)."""
     for action in ("assign", "release"):  # nbgrader generate_assignment, then release_assignment
-        result = instructor.post(f"{base}/api/assignment/hw4/{action}", headers=headers, timeout=120)
-        assert result.status_code == 200 and result.json()["success"], (action, result.text[:2000])
+        formgrader_api(formgrader, hub, "POST", f"assignment/hw4/{action}")
     return hub.shared / "exchange" / COURSE_ID
 
 
-def test_instructor_formgrader_answers(hub, instructor):
-    base = f"{hub.base}/user/{INSTRUCTOR}/formgrader"
-    page = instructor.get(base, timeout=30)
-    assert page.status_code == 200 and "Manage Assignments" in page.text, page.text[:500]
-    assert page.headers["Content-Security-Policy"] == "frame-ancestors 'self'"
-    assignments = instructor.get(f"{base}/api/assignments", timeout=60).json()
-    assert "hw4" in {a["name"] for a in assignments}, assignments
+def service_pid(hub: Hub) -> int:
+    """The course service's server (not the root entry point that forked it and waits for it; neither carries
+    AWD_HUB_TAG: the hub stops its services itself)."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (b"jupyterhub.singleuser" in cmdline and b"deploy.hub.course_service" not in cmdline
+                and environ_of(int(name)).get("JUPYTERHUB_SERVICE_NAME") == COURSE_ID):
+            return int(name)
+    raise AssertionError(f"no process of the {COURSE_ID} service:\n{hub.log_tail()}")
+
+
+def test_course_service_is_for_instructors_and_graders_and_runs_as_the_course_account(hub, formgrader, ta, alice,
+                                                                                       released):
+    import pwd
+
+    for who, session in ((INSTRUCTOR, formgrader), (GRADER, ta)):
+        page = open_service(hub, session)
+        assert page.status_code == 200 and "Manage Assignments" in page.text, (who, page.text[:500])
+        # As the instructor's server had it: the formgrader's lab tab frames the page from the same origin.
+        assert page.headers["Content-Security-Policy"] == "frame-ancestors 'self'", who
+        assignments = formgrader_api(session, hub, "GET", "assignments")
+        assert "hw4" in {a["name"] for a in assignments}, (who, assignments)
+    # alice has no access:services!service=awd-course: the hub's OAuth refuses her before the service answers.
+    refused = open_service(hub, alice)
+    assert refused.status_code == 403 and "/hub/api/oauth2/authorize" in refused.url, (refused.status_code,
+                                                                                      refused.url)
+    api = alice.get(f"{hub.base}{SERVICE}/formgrader/api/assignments", timeout=30)
+    assert api.status_code == 403, (api.status_code, api.text[:300])
+
+    owner = pwd.getpwnam(COURSE_ACCOUNT)
+    pid = service_pid(hub)
+    status = Path(f"/proc/{pid}/status").read_text()
+    assert re.search(rf"^Uid:\s+{owner.pw_uid}\s+{owner.pw_uid}\s+{owner.pw_uid}\s+{owner.pw_uid}$", status,
+                     re.M), status
+    assert Path(owner.pw_dir) == hub.course_root.parent and os.stat(owner.pw_dir).st_mode & 0o777 == 0o700
+    assert owner.pw_shell == "/usr/sbin/nologin"
+    # A server's control group of its own (the limits of start.sh's --mem-limit, --cpu-limit, --max-processes).
+    groups = Path(f"/proc/{pid}/cgroup").read_text()
+    assert f"/awd-hub-{COURSE_ACCOUNT}-" in groups, groups
+    for path in (hub.course_root, hub.course_root / "gradebook.db", hub.course_root / "release" / "hw4"):
+        assert path.stat().st_uid == owner.pw_uid, f"{path} is not the course account's"
+    # In the instructor's view of the clone (the course config imports autograder/), like the instructor's server.
+    assert (Path(f"/proc/{pid}/root") / REPO.relative_to("/") / "autograder" / "__init__.py").is_file()
+    hidden = runtime.hidden_ancestor(Path(sys.base_prefix))
+    if hidden is not None:
+        # The interpreter lives where the course account cannot go (a pyenv Python under /root): outside the
+        # service's view it cannot even start it, which is why the hub does not let JupyterHub setuid it directly.
+        outside = as_user(COURSE_ACCOUNT, sys.executable, "-c", "pass")
+        assert outside.returncode != 0 and "Permission denied" in outside.stderr, (hidden, outside)
+
+
+def assignment_list(hub: Hub, session: requests.Session, user: str, action: str) -> None:
+    """A button of the user's assignment list (fetch, submit, fetch_feedback), through its server's API."""
+    result = session.post(f"{hub.base}/user/{user}/assignments/{action}", headers=server_xsrf(session, user),
+                          timeout=120, data={"course_id": COURSE_ID, "assignment_id": "hw4"})
+    assert result.status_code == 200 and result.json()["success"], (user, action, result.text[:2000])
+
+
+def fetch_work_submit(hub: Hub, session: requests.Session, user: str, work: Any) -> Path:
+    """``user`` fetches hw4 through the assignment list's API, ``work(folder)`` does the student's work (written
+    here as root, then handed back to them), and they submit it. Returns the fetched folder."""
+    listed = session.get(f"{hub.base}/user/{user}/assignments", params={"course_id": COURSE_ID}, timeout=60).json()
+    assert {(a["assignment_id"], a["status"]) for a in listed["value"]} >= {("hw4", "released")}, listed
+    assignment_list(hub, session, user, "fetch")
+    fetched = Path("/home") / user / "hw4"
+    work(fetched)
+    course_setup.chown_tree(fetched, user)  # theirs again, as if they had done the work
+    assignment_list(hub, session, user, "submit")
+    return fetched
+
+
+def reference_work(trained_model: Path) -> Any:
+    """The reference answers and a trained ``model.pt``: a submission that earns every autograded point."""
+    def work(folder: Path) -> None:
+        for notebook in sorted(folder.glob("*.ipynb")):
+            fill_with_reference(notebook, delimiters=False)
+        shutil.copy2(trained_model, folder / "model.pt")
+
+    return work
 
 
 @pytest.fixture(scope="module")
 def submitted(hub, alice, released, trained_model) -> Path:
-    """alice fetches hw4 through the assignment list's API, fills it with the reference answers and a trained
-    ``model.pt``, and submits it: a submission that earns every autograded point. Returns her fetched folder."""
-    url = f"{hub.base}/user/{STUDENT}/assignments"
-    listed = alice.get(url, params={"course_id": COURSE_ID}, timeout=60).json()
-    assert {(a["assignment_id"], a["status"]) for a in listed["value"]} >= {("hw4", "released")}, listed
-    headers = server_xsrf(alice, STUDENT)
-
-    def assignment_list(action: str) -> None:
-        result = alice.post(f"{url}/{action}", headers=headers, timeout=120,
-                            data={"course_id": COURSE_ID, "assignment_id": "hw4"})
-        assert result.status_code == 200 and result.json()["success"], (action, result.text[:2000])
-
-    assignment_list("fetch")
-    fetched = Path("/home") / STUDENT / "hw4"
-    for notebook in sorted(fetched.glob("*.ipynb")):
-        fill_with_reference(notebook, delimiters=False)
-    shutil.copy2(trained_model, fetched / "model.pt")
-    course_setup.chown_tree(fetched, STUDENT)  # written here as root: hers again, as if she had done the work
-    assignment_list("submit")
-    return fetched
+    """alice fetches hw4, fills it with the reference answers and a trained ``model.pt``, and submits it.
+    Returns her fetched folder."""
+    return fetch_work_submit(hub, alice, STUDENT, reference_work(trained_model))
 
 
 def test_release_fetch_submit_through_the_exchange(hub, released, submitted):
@@ -267,32 +381,32 @@ def test_release_fetch_submit_through_the_exchange(hub, released, submitted):
     assert {p.name for p in submissions[0].iterdir()} >= {"model.pt", f"{WRITTEN_NOTEBOOK}.ipynb"}
 
 
-def server_environment(hub: Hub, user: str) -> dict[str, str]:
-    """The environment of ``user``'s single-user server without its hub credentials (they would show on a
-    command line)."""
-    return {k: v for k, v in environ_of(server_pid(hub, user)).items() if not k.startswith(("JUPYTERHUB_", "JPY_"))}
+def service_environment(hub: Hub) -> dict[str, str]:
+    """The course service's environment without its hub credentials."""
+    return {k: v for k, v in environ_of(service_pid(hub)).items() if not k.startswith(("JUPYTERHUB_", "JPY_"))}
 
 
-def run_in_server(hub: Hub, user: str, argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """``argv`` as ``user``, in the mount namespace and with the environment of that user's server: what a
-    terminal in the user's JupyterLab runs. A plain ``runuser`` from the host could not start the hub's
-    interpreter when it lives where only the servers' view exposes it (a pyenv Python under /root)."""
-    env = server_environment(hub, user)
-    cmd = ["nsenter", f"--target={server_pid(hub, user)}", "--mount", f"--wd={cwd}", "--",
-           "runuser", "-u", user, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()), *argv]
+def run_in_service(hub: Hub, argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``argv`` as the course account, in the mount namespace and with the environment of the course's formgrader
+    service: what a terminal of the service's JupyterLab (open to instructors and graders) runs."""
+    env = service_environment(hub)
+    cmd = ["nsenter", f"--target={service_pid(hub)}", "--mount", f"--wd={cwd}", "--",
+           "runuser", "-u", COURSE_ACCOUNT, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()), *argv]
     result = subprocess.run(cmd, capture_output=True, text=True)
-    assert result.returncode == 0, f"as {user}: {' '.join(argv)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, f"as {COURSE_ACCOUNT}: {' '.join(argv)}\n{result.stdout[-3000:]}\n" \
+                                   f"{result.stderr[-3000:]}"
     return result
 
 
-def grade_alice(hub: Hub, config: Path) -> dict[str, dict[str, Any]]:
-    """The course's sandboxed grader on what the formgrader collected, the instructor's commands run in a terminal
-    of their server; its verdicts land where the course's nbgrader config reads them (deploy/hub/accounts.py).
-    Returns alice's, by part."""
+def grade_submitted(hub: Hub, config: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """The course's sandboxed grader on what the formgrader collected, run as the course account in a terminal of
+    the course service; its verdicts land where the course's nbgrader config reads them (deploy/hub/accounts.py).
+    Returns each collected student's, by part."""
     root = hub.course_root
-    grade_collected(root, config, sys.executable, server_environment(hub, INSTRUCTOR),
-                    lambda argv: run_in_server(hub, INSTRUCTOR, argv, root))
-    return json.loads((root / course_setup.VERDICTS / f"{STUDENT}.json").read_text())["parts"]
+    grade_collected(root, config, sys.executable, service_environment(hub),
+                    lambda argv: run_in_service(hub, argv, root), owner=COURSE_ACCOUNT)
+    return {path.stem: json.loads(path.read_text())["parts"]
+            for path in (root / course_setup.VERDICTS).glob("*.json")}
 
 
 def confirm(frame: Any, message: str, timeout_ms: int = 180_000) -> None:
@@ -310,13 +424,15 @@ def confirm(frame: Any, message: str, timeout_ms: int = 180_000) -> None:
 
 @pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium at /usr/bin/chromium")
-def test_browser_formgrader_and_assignment_list(hub, instructor, submitted, grading_config):
-    """Item 3 in Chromium: the hub's login page; the instructor collects alice's hw4 in the formgrader, the
-    sandboxed grader grades it, the formgrader's autograde records it, the instructor grades a written answer by
-    hand and releases feedback; alice fetches and reads it in her assignment list."""
+def test_browser_formgrader_and_assignment_list(hub, formgrader, submitted, grading_config):
+    """Item 3 in Chromium: the hub's login page; the instructor opens the course's formgrader service in a tab of
+    its own, collects alice's hw4 there, the sandboxed grader grades it, the formgrader's autograde records it, the
+    instructor grades a written answer by hand and releases feedback; alice fetches and reads it in her
+    assignment list."""
     from playwright.sync_api import expect, sync_playwright
 
-    api = f"{hub.base}/user/{INSTRUCTOR}/formgrader/api"
+    api = f"{hub.base}{SERVICE}/formgrader/api"
+    instructor = formgrader
     started = time.monotonic()
 
     def step(done: str) -> None:
@@ -358,22 +474,24 @@ def test_browser_formgrader_and_assignment_list(hub, instructor, submitted, grad
         try:
             teacher, student = new_page(browser), new_page(browser)
             try:
-                # The instructor: Nbgrader -> Formgrader -> Manage Assignments -> hw4's Collect button.
+                # The instructor: the course's formgrader in its own tab -> Manage Assignments -> hw4's Collect.
                 sign_in(teacher, INSTRUCTOR)
-                open_from_nbgrader_menu(teacher, "Formgrader")
-                formgrader = teacher.frame_locator("iframe[src*='formgrader']")
+                formgrader = teacher.context.new_page()
+                formgrader.set_default_timeout(60_000)
+                formgrader.goto(f"{hub.base}{SERVICE}/formgrader")
+                formgrader.wait_for_url(re.compile(rf"{SERVICE}/formgrader"), timeout=120_000)
                 expect(formgrader.get_by_text("Manage Assignments").first).to_be_visible()
                 expect(formgrader.locator("#main-table").get_by_text("hw4", exact=True)).to_be_visible()
                 hw4 = formgrader.locator("#main-table tr", has=formgrader.get_by_text("hw4", exact=True))
                 hw4.locator(".collect a").click()
                 confirm(formgrader, "Successfully collected submissions of 'hw4'.")
                 expect(hw4.locator(".num-submissions")).to_have_text("1")
-                teacher.screenshot(path=str(SHOTS / "01_formgrader_assignments.png"))
+                formgrader.screenshot(path=str(SHOTS / "01_formgrader_assignments.png"))
                 step("collected in the formgrader")
 
-                # The grader is a command, not a formgrader button (docs/deploy.md): run where the
-                # instructor's terminal would run it. Then Manage Submissions -> alice's Autograde button.
-                verdicts = grade_alice(hub, grading_config["path"])
+                # The grader is a command, not a formgrader button (docs/deploy.md): run where a terminal of
+                # the course service would run it. Then Manage Submissions -> alice's Autograde button.
+                verdicts = grade_submitted(hub, grading_config["path"])[STUDENT]
                 assert all(v["score"] == v["points"] for v in verdicts.values()), verdicts  # the reference
                 step("graded by the sandboxed grader")
                 hw4.locator(".num-submissions a").click()
@@ -401,10 +519,10 @@ def test_browser_formgrader_and_assignment_list(hub, instructor, submitted, grad
                 score = formgrader.locator(f"input.score#{WRITTEN_ANSWER}")
                 expect(score).to_have_class(re.compile(r"\bneeds_manual_grade\b"))
                 verdict_output.scroll_into_view_if_needed()
-                teacher.screenshot(path=str(SHOTS / "02_submission_scores.png"))
+                formgrader.screenshot(path=str(SHOTS / "02_submission_scores.png"))
 
                 def saved(kind: str):
-                    return teacher.expect_response(
+                    return formgrader.expect_response(
                         lambda r: f"/formgrader/api/{kind}/" in r.url and r.request.method == "PUT")
 
                 comment = formgrader.locator(f"textarea#{WRITTEN_ANSWER}-comment")
@@ -417,7 +535,7 @@ def test_browser_formgrader_and_assignment_list(hub, instructor, submitted, grad
                     comment.blur()
                 assert grade_put.value.ok and comment_put.value.ok
                 expect(score).not_to_have_class(re.compile(r"\bneeds_manual_grade\b"))
-                teacher.screenshot(path=str(SHOTS / "03_manual_grade.png"))
+                formgrader.screenshot(path=str(SHOTS / "03_manual_grade.png"))
 
                 # The gradebook holds what was typed, and the total rose by exactly the manual score.
                 notebook_id = next(n["id"] for n in gradebook(f"student_notebook_submissions/{STUDENT}/hw4")
@@ -475,3 +593,89 @@ def test_browser_formgrader_and_assignment_list(hub, instructor, submitted, grad
     for shot in ("01_formgrader_assignments", "02_submission_scores", "03_manual_grade", "04_student_feedback",
                  "05_student_feedback_comment", "06_student_assignment_list"):
         assert (SHOTS / f"{shot}.png").stat().st_size > 10_000
+
+
+# What the TA gives each student's written answer (WRITTEN_ANSWER, 1 point): distinct, so that each student's
+# feedback and row must hold their own; carol's answer is the untouched release.
+TA_SCORES = {STUDENT: 0.75, OTHER: 0.25, THIRD: 0.0}
+TA_COMMENT = "Graded by the TA: {student}."
+
+
+def test_a_class_whole_cycle_with_a_ta(hub, sessions, formgrader, ta, submitted, grading_config, trained_model):
+    """The issue's "done when": the hub up from the roster (no demo passwords), hw4 released through the course
+    service's formgrader, three students fetch and submit (alice the reference and the trained model, bob one part
+    wrong, carol the untouched release); the instructor collects, the sandboxed grader grades as the course account,
+    autograde records the verdicts; the TA grades a written answer of each student through the service's
+    formgrader API; feedback is generated and released, and each student fetches their own, with the TA's score.
+    The gradebook and LmsExport's ``manual`` column hold the TA's scores."""
+    started = time.monotonic()
+    mistake = next(m for m in MISTAKES if set(m.fails) == {m.part})  # costs its own part and no other
+
+    def bobs_work(folder: Path) -> None:
+        reference_work(trained_model)(folder)
+        mistake.make(folder)
+
+    # alice submitted (the `submitted` fixture); bob and carol now, through their own assignment lists.
+    fetch_work_submit(hub, sessions[OTHER], OTHER, bobs_work)
+    fetch_work_submit(hub, sessions[THIRD], THIRD, lambda folder: None)
+    print(f"{time.monotonic() - started:6.1f} s  bob and carol submitted")
+
+    formgrader_api(formgrader, hub, "POST", "assignment/hw4/collect")
+    root = hub.course_root
+    assert sorted(p.name for p in (root / "submitted").iterdir()) == sorted(STUDENTS)
+    verdicts = grade_submitted(hub, grading_config["path"])
+    assert set(verdicts) >= set(STUDENTS), sorted(verdicts)
+    print(f"{time.monotonic() - started:6.1f} s  graded by the sandboxed grader")
+    for student in STUDENTS:
+        formgrader_api(formgrader, hub, "POST", f"submission/hw4/{student}/autograde")
+    print(f"{time.monotonic() - started:6.1f} s  autograded")
+
+    # The TA, in the course service: the written answer of each student, a score and a comment.
+    for student in STUDENTS:
+        notebooks = formgrader_api(ta, hub, "GET", f"student_notebook_submissions/{student}/hw4")
+        notebook_id = next(n["id"] for n in notebooks if n["name"] == WRITTEN_NOTEBOOK)
+        grade = next(g for g in formgrader_api(ta, hub, "GET", "grades", params={"submission_id": notebook_id})
+                     if g["name"] == WRITTEN_ANSWER)
+        comment = next(c for c in formgrader_api(ta, hub, "GET", "comments", params={"submission_id": notebook_id})
+                       if c["name"] == WRITTEN_ANSWER)
+        saved = formgrader_api(ta, hub, "PUT", f"grade/{grade['id']}", json={"manual_score": TA_SCORES[student]})
+        assert saved["manual_score"] == TA_SCORES[student] and not saved["needs_manual_grade"], saved
+        formgrader_api(ta, hub, "PUT", f"comment/{comment['id']}",
+                       json={"manual_comment": TA_COMMENT.format(student=student)})
+
+    formgrader_api(formgrader, hub, "POST", "assignment/hw4/generate_feedback")
+    formgrader_api(formgrader, hub, "POST", "assignment/hw4/release_feedback")
+    print(f"{time.monotonic() - started:6.1f} s  TA grades in; feedback generated and released")
+
+    # The grades: the sandboxed grader's verdicts for the code parts, the TA's for the written answer.
+    config = load_config(grading_config["path"])
+    rows = gradebook_rows(root, list(STUDENTS), config, {}, log=pytest.fail)
+    got = {(r["student"], r["grade_id"][len("test_"):]): (r["score"], r["max_score"]) for r in rows}
+    parts = {p.name: p.points for p in config.parts}
+    assert all(got[STUDENT, p] == (pts, pts) for p, pts in parts.items()), got
+    assert got[OTHER, mistake.part][0] < parts[mistake.part], (mistake.name, got[OTHER, mistake.part])
+    assert all(got[OTHER, p] == (pts, pts) for p, pts in parts.items() if p != mistake.part), got
+    assert all(got[THIRD, p][0] == 0 for p in parts), got
+    export = root / "lms_export.csv"
+    run_in_service(hub, [sys.executable, "-m", "nbgrader", "export", "--exporter",
+                         "autograder.nbgrader_plugins.LmsExport", "--to", str(export)], root)
+    lms = {row["student_id"]: row for row in csv.DictReader(export.read_text().splitlines())}
+    for student in STUDENTS:
+        # Every other written answer of the notebooks has no grade yet: it adds 0 (nbgrader's rule).
+        assert float(lms[student]["manual"]) == pytest.approx(TA_SCORES[student]), lms[student]
+
+    # Each student fetches their own feedback: the part verdicts, and the TA's score and comment.
+    for student in STUDENTS:
+        assignment_list(hub, sessions[student], student, "fetch_feedback")
+        pages = list((Path("/home") / student / "hw4" / "feedback").glob(f"*/{WRITTEN_NOTEBOOK}.html"))
+        assert len(pages) == 1, pages
+        text = " ".join(re.sub(r"<[^>]+>", " ", pages[0].read_text()).split())
+        # nbgrader's feedback template prints the score as `score | float | round(2)`: 0.0, 0.25, 0.75
+        assert f"Written response (Score: {round(TA_SCORES[student], 2)!r} / 1.0)" in text, (student, text[-3000:])
+        assert TA_COMMENT.format(student=student) in text, student
+        for other in STUDENTS:
+            if other != student:
+                assert TA_COMMENT.format(student=other) not in text, (student, other)
+        part = next(p for p in config.parts if p.notebook == f"{WRITTEN_NOTEBOOK}.ipynb")
+        assert f"{part.name}: {got[student, part.name][0]:g} / {part.points:g} points" in text, (student, part)
+    print(f"{time.monotonic() - started:6.1f} s  each student read their feedback")

@@ -186,7 +186,7 @@ def test_hub_config_takes_users_and_groups_from_the_roster(tmp_path, monkeypatch
            "AWD_HUB_REPO": "/r", "AWD_HUB_DATA_DIR": "/d", "AWD_HUB_ROLE_CONFIG": "/j", "AWD_HUB_STAGE_DIR": "/s",
            "AWD_HUB_ROSTER": _roster_toml(tmp_path), "AWD_HUB_MEMBERS": tmp_path / "class.csv",
            "AWD_HUB_MEM_LIMIT": 2**30, "AWD_HUB_CPU_LIMIT": 1.5, "AWD_HUB_MAX_PROCESSES": 100,
-           "AWD_HUB_CULL_TIMEOUT": 600}
+           "AWD_HUB_CULL_TIMEOUT": 600, "AWD_HUB_COURSE_SERVICE_PORT": 4, "AWD_HUB_COURSE_ROOT": "/h/grader-c1/c1"}
     for key, value in env.items():
         monkeypatch.setenv(key, str(value))
     config = PyFileConfigLoader("jupyterhub_config.py", str(launch.HERE)).load_config()
@@ -201,8 +201,20 @@ def test_hub_config_takes_users_and_groups_from_the_roster(tmp_path, monkeypatch
     assert config.JupyterHub.cleanup_servers is False
     culler = next(s for s in config.JupyterHub.services if s["name"] == "idle-culler")
     assert "--timeout=600" in culler["command"] and "--cull-every=300" in culler["command"]
-    assert config.JupyterHub.load_roles == [{"name": "idle-culler-role", "services": ["idle-culler"], "scopes": [
-        "list:users", "read:users:activity", "read:servers", "delete:servers"]}]
+    # The course's formgrader: a service started as root through the entry point that drops to the course account
+    # (its view and limits the servers'), for the instructors and graders groups only.
+    course = next(s for s in config.JupyterHub.services if s["name"] == "c1")
+    command = course["command"]
+    assert command[1:3] == ["-m", "deploy.hub.course_service"] and "user" not in course
+    assert command[command.index("--account") + 1] == "grader-c1"
+    assert command[command.index("--memory-mb") + 1] == "1024" and command[command.index("--cores") + 1] == "1.5"
+    assert command[-3:] == ["-m", "jupyterhub.singleuser", "--ServerApp.root_dir=/h/grader-c1"]
+    assert course["url"] == "http://127.0.0.1:4" and course["environment"]["JUPYTER_CONFIG_PATH"] == "/j/instructor"
+    assert config.JupyterHub.load_roles == [
+        {"name": "c1-graders", "description": "the course's shared formgrader", "groups": ["instructors", "graders"],
+         "scopes": ["access:services!service=c1"]},
+        {"name": "idle-culler-role", "services": ["idle-culler"], "scopes": [
+            "list:users", "read:users:activity", "read:servers", "delete:servers"]}]
     assert config.JupyterHub.bind_url.startswith("http://127.0.0.1:")  # no certificate: loopback, plain HTTP
 
 

@@ -5,8 +5,9 @@ import os
 import sys
 from pathlib import Path
 
+from autograder.cgroups import Quota
 from deploy import roster as roster_file
-from deploy.hub import culler, ngshare
+from deploy.hub import course_service, culler, ngshare
 from deploy.hub.spawner import CourseSpawner
 
 c = get_config()  # noqa: F821
@@ -55,8 +56,7 @@ c.Authenticator.allowed_users = set(roster.users)
 c.Authenticator.admin_users = set()  # nobody, the instructor included, may open another user's server
 # A group per role of the roster. load_groups only adds: someone dropped from the roster loses the sign-in
 # (allowed_users) at the next start, but leaving a group takes the hub's admin API.
-# TODO(graders): nbgrader's "multiple graders" setup (a shared formgrader run as a service for the graders
-# group, with an access:services role) is not built yet; graders get a student's server (docs/deploy.md).
+# Graders (TAs) and instructors reach the course through the shared formgrader service below, by their groups.
 c.JupyterHub.load_groups = {f"{role}s": {"users": list(getattr(roster, f"{role}s"))}
                             for role in roster_file.ROLES}
 
@@ -80,8 +80,14 @@ c.Spawner.cpu_limit = float(env["AWD_HUB_CPU_LIMIT"])
 c.CourseSpawner.max_processes = int(env["AWD_HUB_MAX_PROCESSES"])
 c.JupyterHub.log_level = env.get("AWD_HUB_LOG_LEVEL", "INFO")
 
-services: list[dict] = []
-roles: list[dict] = []
+# nbgrader's "one class, multiple graders": the course's formgrader as a service run as the course account, with
+# the instructor's config and view and a server's limits, for the instructors and graders groups only.
+services: list[dict] = [course_service.service(
+    roster.course_id, int(env["AWD_HUB_COURSE_SERVICE_PORT"]), Path(env["AWD_HUB_COURSE_ROOT"]).parent,
+    Path(env["AWD_HUB_ROLE_CONFIG"]) / "instructor", Path(env["AWD_HUB_REPO"]), Path(env["AWD_HUB_DATA_DIR"]),
+    Path(env["AWD_HUB_STAGE_DIR"]), Quota(int(env["AWD_HUB_MAX_PROCESSES"]), int(env["AWD_HUB_MEM_LIMIT"]) // 2**20,
+                                          float(env["AWD_HUB_CPU_LIMIT"])))]
+roles: list[dict] = [course_service.role(roster.course_id)]
 # `start.sh --exchange ngshare`: nbgrader's exchange is the ngshare service instead of a shared directory.
 if env.get("AWD_HUB_NGSHARE_PORT"):
     services.append(ngshare.service(int(env["AWD_HUB_NGSHARE_PORT"]), run / "ngshare", roster.instructors))

@@ -5,12 +5,14 @@ SIGTERM or Ctrl-C stops the proxy and its services; the users' servers keep runn
 with the same ``--run-dir`` takes them back; ``python -m deploy.hub.spawner stop-all RUN_DIR`` stops them):
 
 * the Unix users and groups of the roster (``deploy/roster.toml``, plus ``--members CLASS.csv``), the exchange,
-  the instructor's course (``deploy/hub/accounts.py``); no password is set unless ``--demo`` is given;
+  the course account ``grader-<course_id>`` and its course root (``deploy/hub/accounts.py``), which the shared
+  formgrader serves (``deploy/hub/course_service.py``); no password is set unless ``--demo`` is given;
 * a refusal to start while a student's own processes (a cron job, an ``at`` job, an ssh session: they run outside
   the servers' mount namespaces) could read ``solutions/``, ``autograder/`` or the course root;
 * ``<shared>/jupyter/<role>/``: each role's nbgrader config (course id, exchange; the course root for the
-  instructor) and which of nbgrader's extensions load: students get the assignment list and validation, the
-  instructor also the formgrader, course list and create-assignment toolbar;
+  instructor's, which the course's formgrader service runs with) and which of nbgrader's extensions load: students
+  get the assignment list and validation, the instructor also the formgrader, course list and create-assignment
+  toolbar;
 * the run folder (root only): the hub's sqlite database, cookie secret, proxy token and pid files, log;
 * with ``--exchange ngshare``: the ngshare service instead of the exchange directory (``deploy/hub/ngshare.py``),
   its state in ``<run>/ngshare/``, and each role's nbgrader config pointing at it;
@@ -31,7 +33,7 @@ import sys
 from pathlib import Path
 
 from deploy import roster as roster_file
-from deploy.hub import accounts, ngshare, runtime
+from deploy.hub import accounts, course_service, ngshare, runtime
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -184,13 +186,16 @@ def prepare(args: argparse.Namespace) -> dict[str, str]:
         sys.exit(f"deploy/hub: the shared folder {shared} is inside {blocked}, which other users cannot enter; "
                  "choose a --shared-dir every user can reach (default /srv/awd-course)")
     roster = roster_file.load(args.roster, args.members)
-    users = accounts.ensure_users(roster.users)
-    accounts.ensure_staff_group(roster.staff_group, roster.instructors)
-    instructor = users[roster.instructor]
+    accounts.ensure_users(roster.users)
+    # The course account runs the shared formgrader (deploy/hub/course_service.py) and owns the course: it joins
+    # the staff group because the course config imports autograder/.
+    owner = accounts.ensure_users([course_service.account_name(roster.course_id)])[
+        course_service.account_name(roster.course_id)]
+    accounts.ensure_staff_group(roster.staff_group, (*roster.instructors, owner.name))
     exchange = accounts.ensure_exchange(shared / "exchange")
-    # nbgrader's formgrader refuses a course root outside the server's root folder (the instructor's home).
-    course_root = instructor.home / args.course_dir
-    accounts.ensure_course_root(course_root, instructor, exchange, roster.due)
+    # nbgrader's formgrader refuses a course root outside the server's root folder (the course account's home).
+    course_root = owner.home / args.course_dir
+    accounts.ensure_course_root(course_root, owner, exchange, roster.due)
     refuse_if_open(roster, closed_paths(course_root))
     if args.demo:
         accounts.set_demo_passwords(roster.users)
@@ -216,7 +221,7 @@ def prepare(args: argparse.Namespace) -> dict[str, str]:
                          "as an empty folder; choose a --run-dir elsewhere")
     data_dir = Path(args.data_dir).resolve()
     ports = stable_ports(run, {"hub": args.hub_port, "proxy_api": args.proxy_api_port})
-    service: dict[str, str] = {}
+    service: dict[str, str] = {"AWD_HUB_COURSE_SERVICE_PORT": str(free_port())}
     if ngshare_url:
         (run / "ngshare").mkdir(mode=0o700, exist_ok=True)  # ngshare's database and files: root only
         service = {"AWD_HUB_NGSHARE_PORT": str(args.ngshare_port or free_port()), "AWD_HUB_NGSHARE_URL": ngshare_url}
@@ -255,7 +260,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--shared-dir", default="/srv/awd-course",
                         help="world-readable: the exchange and each role's Jupyter config")
     parser.add_argument("--course-dir", default="awd-course",
-                        help="the course root, as a folder in the instructor's home")
+                        help="the course root, as a folder in the course account's home (grader-<course_id>)")
     parser.add_argument("--data-dir", default=str(data_dir()), help="prepared datasets (HW4_DATA_DIR)")
     parser.add_argument("--proxy", default="configurable-http-proxy", help="the proxy command")
     parser.add_argument("--hub-port", type=int, default=0, help="the hub's internal port (default: a free one)")
