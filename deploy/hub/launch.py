@@ -224,7 +224,7 @@ def prepare(args: argparse.Namespace) -> dict[str, str]:
     service: dict[str, str] = {"AWD_HUB_COURSE_SERVICE_PORT": str(free_port())}
     if ngshare_url:
         (run / "ngshare").mkdir(mode=0o700, exist_ok=True)  # ngshare's database and files: root only
-        service = {"AWD_HUB_NGSHARE_PORT": str(args.ngshare_port or free_port()), "AWD_HUB_NGSHARE_URL": ngshare_url}
+        service |= {"AWD_HUB_NGSHARE_PORT": str(args.ngshare_port or free_port()), "AWD_HUB_NGSHARE_URL": ngshare_url}
     if tls_cert:
         service.update({"AWD_HUB_TLS_CERT": tls_cert, "AWD_HUB_TLS_KEY": tls_key, "AWD_HUB_BIND_IP": args.bind_ip})
     return {
