@@ -26,6 +26,7 @@ import pwd
 import re
 import shutil
 import stat
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,7 +39,17 @@ import requests  # a dependency of jupyterhub
 from autograder import course
 from autograder.config import load as load_config
 from autograder.grade import gradebook_rows
-from tests.fixtures.hub import Hub, api_token, grade_collected, running_hub, server_env
+from tests.fixtures.hub import (
+    COURSE_ACCOUNT,
+    Hub,
+    api_token,
+    environ_of,
+    grade_collected,
+    run_in_service,
+    running_hub,
+    server_env,
+    service_pid,
+)
 from tests.fixtures.mistakes import MISTAKES
 from tests.notebook_tools import fill_with_reference
 
@@ -154,7 +165,7 @@ def deployment(request, tmp_path, tmp_path_factory, data_env, prepared_data, tra
                     roster.course_id, roster.instructor, roster.students,
                     lambda argv: course_setup.run_as(INSTRUCTOR, [str(bindir / argv[0]), *argv[1:]],
                                                      deployment.env(INSTRUCTOR), roster.course),
-                    tmp_path)
+                    tmp_path, services=(roster.course_id,))  # the hub's course formgrader service
             yield deployment
     finally:
         os.chmod(REPO, repo_mode)
@@ -241,6 +252,8 @@ def test_exchange_cycle_with_real_users(deployment, tmp_path, trained_model, gra
     assert sorted(p.name for p in submitted.iterdir()) == sorted(STUDENTS)
     grade_collected(roster.course, grading_config["path"], python, deployment.env(INSTRUCTOR),
                     lambda argv: run(INSTRUCTOR, *argv[1:], cwd=roster.course))
+    if deployment.kind == "ngshare":
+        _the_course_service_collects_through_ngshare(deployment.hub, roster.course_id)
 
     # nbgrader records the verdicts in the instructor's gradebook, then makes and releases feedback.
     nbgrader(INSTRUCTOR, "autograde", course.ASSIGNMENT, "--create", "--force", cwd=roster.course)
@@ -345,6 +358,25 @@ def _carol_tries_to_take_over(run, roster, carol_work: Path) -> None:
     forged = run("awd-carol", "-m", "nbgrader", "submit", course.ASSIGNMENT, "--student", "awd-alice",
                  f"--Exchange.cache={carol_work.parent / 'cache-awd-carol'}", cwd=carol_work)
     assert "Submitted as: awd-course hw4" in forged.stderr, forged.stderr[-2000:]  # nbgrader lets it through
+
+
+def _the_course_service_collects_through_ngshare(hub: Hub, course_id: str) -> None:
+    """The hub's course formgrader service (deploy/hub/course_service.py), where instructors and graders collect,
+    runs nbgrader with the service's own hub token. The hub names that token after the service, and ngshare knows it
+    as the course's instructor because the course was made with it (``ngshare.create_course``'s ``services``): a
+    collect in a terminal of the service, as the course account, gets every student's submission."""
+    token = environ_of(service_pid(hub))["JUPYTERHUB_API_TOKEN"]
+    who = requests.get(f"{hub.base}/hub/api/user", headers={"Authorization": f"token {token}"}, timeout=30).json()
+    assert (who.get("kind"), who.get("name")) == ("service", course_id), who  # the name ngshare sees
+    result = run_in_service(hub, [sys.executable, "-m", "nbgrader", "collect", course.ASSIGNMENT], hub.course_root,
+                            hub_token=True)
+    # ngshare-exchange reports a refusal as a warning and exits 0: the folders are the proof
+    submitted = hub.course_root / "submitted"
+    assert submitted.is_dir() and sorted(p.name for p in submitted.iterdir()) == sorted(STUDENTS), \
+        f"{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    for student in STUDENTS:
+        notebooks = list((submitted / student / course.ASSIGNMENT).glob("*.ipynb"))
+        assert notebooks and all(p.stat().st_uid == pwd.getpwnam(COURSE_ACCOUNT).pw_uid for p in notebooks), student
 
 
 def _submitted_on_time(root: Path, started: datetime.datetime) -> None:

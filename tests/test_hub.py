@@ -40,7 +40,17 @@ from autograder.config import load as load_config
 from autograder.grade import gradebook_rows
 from deploy import course_setup
 from deploy.hub import course_service, runtime
-from tests.fixtures.hub import Hub, environ_of, grade_collected, login, running_hub, tagged_processes
+from tests.fixtures.hub import (
+    Hub,
+    environ_of,
+    grade_collected,
+    login,
+    run_in_service,
+    running_hub,
+    service_environment,
+    service_pid,
+    tagged_processes,
+)
 from tests.fixtures.mistakes import MISTAKES
 from tests.notebook_tools import REPO, fill_with_reference
 from tests.test_browser import ARTIFACTS, CHROMIUM, LAUNCH_ARGS
@@ -272,22 +282,6 @@ def released(hub, formgrader) -> Path:
     return hub.shared / "exchange" / COURSE_ID
 
 
-def service_pid(hub: Hub) -> int:
-    """The course service's server (not the root entry point that forked it and waits for it; neither carries
-    AWD_HUB_TAG: the hub stops its services itself)."""
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if (b"jupyterhub.singleuser" in cmdline and b"deploy.hub.course_service" not in cmdline
-                and environ_of(int(name)).get("JUPYTERHUB_SERVICE_NAME") == COURSE_ID):
-            return int(name)
-    raise AssertionError(f"no process of the {COURSE_ID} service:\n{hub.log_tail()}")
-
-
 def test_course_service_is_for_instructors_and_graders_and_runs_as_the_course_account(hub, formgrader, ta, alice,
                                                                                        released):
     import pwd
@@ -379,23 +373,6 @@ def test_release_fetch_submit_through_the_exchange(hub, released, submitted):
     submissions = [p for p in inbound.iterdir() if p.name.startswith(f"{STUDENT}+hw4+")]
     assert len(submissions) == 1 and submissions[0].stat().st_uid == uid
     assert {p.name for p in submissions[0].iterdir()} >= {"model.pt", f"{WRITTEN_NOTEBOOK}.ipynb"}
-
-
-def service_environment(hub: Hub) -> dict[str, str]:
-    """The course service's environment without its hub credentials."""
-    return {k: v for k, v in environ_of(service_pid(hub)).items() if not k.startswith(("JUPYTERHUB_", "JPY_"))}
-
-
-def run_in_service(hub: Hub, argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """``argv`` as the course account, in the mount namespace and with the environment of the course's formgrader
-    service: what a terminal of the service's JupyterLab (open to instructors and graders) runs."""
-    env = service_environment(hub)
-    cmd = ["nsenter", f"--target={service_pid(hub)}", "--mount", f"--wd={cwd}", "--",
-           "runuser", "-u", COURSE_ACCOUNT, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()), *argv]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    assert result.returncode == 0, f"as {COURSE_ACCOUNT}: {' '.join(argv)}\n{result.stdout[-3000:]}\n" \
-                                   f"{result.stderr[-3000:]}"
-    return result
 
 
 def grade_submitted(hub: Hub, config: Path) -> dict[str, dict[str, dict[str, Any]]]:

@@ -102,8 +102,9 @@ def ensure_exchange(root: Path) -> Path:
     return make_exchange(root)
 
 
-def ensure_course_root(root: Path, owner: Account, exchange: Path, due: dict[str, str] | None = None) -> Path:
-    """The instructor's nbgrader course (``autograder.course.make_course``), owned by the instructor.
+def ensure_course_root(root: Path, owner: Account, exchange: Path, due: dict[str, str] | None = None,
+                       ngshare_url: str | None = None) -> Path:
+    """The nbgrader course (``autograder.course.make_course``), owned by ``owner`` (the course account on the hub).
 
     Its config is the course's own (course id, gradebook, the sandboxed grader's preprocessors) with the shared
     exchange instead of the course-local one, so ``release_assignment`` reaches the students, and the verdicts
@@ -113,15 +114,20 @@ def ensure_course_root(root: Path, owner: Account, exchange: Path, due: dict[str
 
     ``source/`` is copied from ``solutions/`` only when the course has none yet: from then on it is the
     instructor's. ``due`` (the roster's due dates) goes into the gradebook (``set_due_dates``).
+
+    With ``ngshare_url`` the course's own config names ngshare's exchange classes too, as ``course_setup`` does:
+    the course config is read after the role's, and its filesystem ``TrustedCollect`` would otherwise replace
+    ngshare's collect, which then finds no submission.
     """
     from autograder.course import make_course
     from autograder.nbgrader_plugins import set_due_dates
-    from deploy.course_setup import VERDICTS
+    from deploy.course_setup import VERDICTS, exchange_service_config
 
     root = Path(root)
     # keep_source: this runs on every hub start, and source/ is the instructor's own from the first one on
     make_course(root, keep_source=True, extra_config=f"c.Exchange.root = {str(exchange)!r}\n"
-                                   f"c.InjectVerdicts.verdicts_dir = {str(root.resolve() / VERDICTS)!r}\n")
+                                   f"c.InjectVerdicts.verdicts_dir = {str(root.resolve() / VERDICTS)!r}\n"
+                                   + exchange_service_config(ngshare_url))
     if due:
         set_due_dates(root, due)  # before the chown below: the gradebook may be created here
     for dirpath, _dirnames, filenames in os.walk(root):

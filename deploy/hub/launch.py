@@ -195,14 +195,14 @@ def prepare(args: argparse.Namespace) -> dict[str, str]:
     exchange = accounts.ensure_exchange(shared / "exchange")
     # nbgrader's formgrader refuses a course root outside the server's root folder (the course account's home).
     course_root = owner.home / args.course_dir
-    accounts.ensure_course_root(course_root, owner, exchange, roster.due)
+    tls_cert, tls_key = check_tls(args.tls_cert, args.tls_key)
+    public = f"https://{args.bind_ip}:{args.port}" if tls_cert else f"http://127.0.0.1:{args.port}"
+    ngshare_url = ngshare.service_url(public) if args.exchange == "ngshare" else None
+    accounts.ensure_course_root(course_root, owner, exchange, roster.due, ngshare_url)
     refuse_if_open(roster, closed_paths(course_root))
     if args.demo:
         accounts.set_demo_passwords(roster.users)
         announce_demo(roster.users)
-    tls_cert, tls_key = check_tls(args.tls_cert, args.tls_key)
-    public = f"https://{args.bind_ip}:{args.port}" if tls_cert else f"http://127.0.0.1:{args.port}"
-    ngshare_url = ngshare.service_url(public) if args.exchange == "ngshare" else None
     write_role_configs(shared / "jupyter", roster.course_id, exchange, course_root, ngshare_url)
 
     run = Path(args.run_dir).resolve()

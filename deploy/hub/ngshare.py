@@ -65,9 +65,13 @@ def nbgrader_config(url: str) -> str:
 
 
 def create_course(course_id: str, instructor: str, students: tuple[str, ...], run_as_instructor: Callable[
-        [list[str]], subprocess.CompletedProcess], workdir: Path) -> None:
+        [list[str]], subprocess.CompletedProcess], workdir: Path, services: tuple[str, ...] = ()) -> None:
     """The course on ngshare with ngshare-exchange's own commands (``ngshare-course-management``), run by an
     ngshare admin (the instructor here): the course with its instructor, then the students from a CSV file.
+
+    ``services``: hub services that act as the course's instructors too. ngshare knows a caller by the name the hub
+    gives for its token (``/hub/api/user``), and the course's formgrader service (deploy/hub/course_service.py)
+    calls ngshare with its own token, which the hub names after the service (the course id), not after a person.
 
     ``--no-gb``: nbgrader's gradebook gets its students from ``nbgrader autograde --create`` instead.
     ``run_as_instructor(argv)`` runs a command as the instructor, with their hub token in the environment.
@@ -76,5 +80,5 @@ def create_course(course_id: str, instructor: str, students: tuple[str, ...], ru
     roster = workdir / "ngshare_students.csv"
     roster.write_text("student_id,first_name,last_name,email\n" + "".join(f"{s},,,\n" for s in students))
     os.chmod(roster, 0o644)
-    run_as_instructor(["ngshare-course-management", "create_course", course_id, instructor])
+    run_as_instructor(["ngshare-course-management", "create_course", course_id, instructor, *services])
     run_as_instructor(["ngshare-course-management", "add_students", course_id, str(roster), "--no-gb"])
