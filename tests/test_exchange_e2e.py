@@ -254,6 +254,7 @@ def test_exchange_cycle_with_real_users(deployment, tmp_path, trained_model, gra
                     lambda argv: run(INSTRUCTOR, *argv[1:], cwd=roster.course))
     if deployment.kind == "ngshare":
         _the_course_service_collects_through_ngshare(deployment.hub, roster.course_id)
+        _ngshare_runs_unprivileged_on_loopback(deployment.hub)
 
     # nbgrader records the verdicts in the instructor's gradebook, then makes and releases feedback.
     nbgrader(INSTRUCTOR, "autograde", course.ASSIGNMENT, "--create", "--force", cwd=roster.course)
@@ -267,8 +268,8 @@ def test_exchange_cycle_with_real_users(deployment, tmp_path, trained_model, gra
         exchange_forbidden = {"exchange inbound (other students' submissions)": inbound,
                               "exchange feedback listing": roster.exchange / roster.course_id / "feedback"}
         exchange_allowed = {"released assignment": roster.exchange / roster.course_id / "outbound" / course.ASSIGNMENT}
-    else:  # ngshare keeps everything in the hub's run folder (root only); students reach it over HTTP only
-        exchange_forbidden = {"ngshare's database and files": deployment.hub.run / "ngshare"}
+    else:  # ngshare keeps everything in its own account's folder (0700); students reach it over HTTP only
+        exchange_forbidden = {"ngshare's database and files": deployment.hub.shared / "ngshare"}
         exchange_allowed = {}
     forbidden = {
         **exchange_forbidden,
@@ -377,6 +378,40 @@ def _the_course_service_collects_through_ngshare(hub: Hub, course_id: str) -> No
     for student in STUDENTS:
         notebooks = list((submitted / student / course.ASSIGNMENT).glob("*.ipynb"))
         assert notebooks and all(p.stat().st_uid == pwd.getpwnam(COURSE_ACCOUNT).pw_uid for p in notebooks), student
+
+
+def _ngshare_runs_unprivileged_on_loopback(hub: Hub) -> None:
+    """ngshare (which would listen on every interface, as root) runs as its own account and listens on 127.0.0.1
+    only: its database and files are that account's, and the hub's proxy is the only way in."""
+    from deploy.hub import ngshare
+
+    account = pwd.getpwnam(ngshare.ACCOUNT)
+    pids = [int(n) for n in os.listdir("/proc") if n.isdigit() and _is_ngshare(int(n))]
+    assert len(pids) == 1, f"ngshare processes: {pids}\n{hub.log_tail()}"
+    status = Path(f"/proc/{pids[0]}/status").read_text()
+    uids = next(line.split()[1:] for line in status.splitlines() if line.startswith("Uid:"))
+    assert uids == [str(account.pw_uid)] * 4, uids
+    port = int(environ_of(pids[0])["JUPYTERHUB_SERVICE_URL"].rsplit(":", 1)[1].strip("/"))
+    listening = []  # (address, port) of every listening TCP socket of this machine, IPv4 and IPv6
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                listening.append(address)
+    assert listening == ["0100007F"], f"ngshare's port {port} listens on {listening} (0100007F is 127.0.0.1)"
+    state = hub.shared / "ngshare"
+    assert state.stat().st_uid == account.pw_uid and stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert (state / "ngshare.db").stat().st_uid == account.pw_uid
+
+
+def _is_ngshare(pid: int) -> bool:
+    """ngshare's server (``python -c <deploy.hub.ngshare.LOOPBACK>``), not the root entry point that waits for it."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"from ngshare.ngshare import main" in b" ".join(cmdline) and b"deploy.hub.service_account" not in cmdline
 
 
 def _submitted_on_time(root: Path, started: datetime.datetime) -> None:

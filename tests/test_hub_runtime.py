@@ -205,7 +205,7 @@ def test_hub_config_takes_users_and_groups_from_the_roster(tmp_path, monkeypatch
     # (its view and limits the servers'), for the instructors and graders groups only.
     course = next(s for s in config.JupyterHub.services if s["name"] == "c1")
     command = course["command"]
-    assert command[1:3] == ["-m", "deploy.hub.course_service"] and "user" not in course
+    assert command[1:3] == ["-m", "deploy.hub.service_account"] and "user" not in course
     assert command[command.index("--account") + 1] == "grader-c1"
     assert command[command.index("--memory-mb") + 1] == "1024" and command[command.index("--cores") + 1] == "1.5"
     assert command[-3:] == ["-m", "jupyterhub.singleuser", "--ServerApp.root_dir=/h/grader-c1"]

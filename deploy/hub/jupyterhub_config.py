@@ -90,7 +90,9 @@ services: list[dict] = [course_service.service(
 roles: list[dict] = [course_service.role(roster.course_id)]
 # `start.sh --exchange ngshare`: nbgrader's exchange is the ngshare service instead of a shared directory.
 if env.get("AWD_HUB_NGSHARE_PORT"):
-    services.append(ngshare.service(int(env["AWD_HUB_NGSHARE_PORT"]), run / "ngshare", roster.instructors))
+    services.append(ngshare.service(int(env["AWD_HUB_NGSHARE_PORT"]), Path(env["AWD_HUB_NGSHARE_STATE"]),
+                                    roster.instructors, Path(env["AWD_HUB_REPO"]), Path(env["AWD_HUB_DATA_DIR"]),
+                                    Path(env["AWD_HUB_STAGE_DIR"])))
 # jupyterhub-idle-culler, a service the hub starts and stops: servers without activity for the timeout
 # (start.sh --cull-timeout; 0: none) are stopped, their memory and processes given back. Its role holds only the
 # scopes its README lists for culling servers (not users: accounts stay).

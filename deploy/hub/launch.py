@@ -15,7 +15,8 @@ with the same ``--run-dir`` takes them back; ``python -m deploy.hub.spawner stop
   toolbar;
 * the run folder (root only): the hub's sqlite database, cookie secret, proxy token and pid files, log;
 * with ``--exchange ngshare``: the ngshare service instead of the exchange directory (``deploy/hub/ngshare.py``),
-  its state in ``<run>/ngshare/``, and each role's nbgrader config pointing at it;
+  run as the ``ngshare`` account on loopback, its state in ``<shared>/ngshare/``, and each role's nbgrader
+  config pointing at it;
 * each server's limits (``--mem-limit``, ``--cpu-limit``, ``--max-processes``) and the idle culler's timeout;
 * with ``--tls-cert``/``--tls-key``: HTTPS on the public port, on ``--bind-ip``.
 """
@@ -223,8 +224,15 @@ def prepare(args: argparse.Namespace) -> dict[str, str]:
     ports = stable_ports(run, {"hub": args.hub_port, "proxy_api": args.proxy_api_port})
     service: dict[str, str] = {"AWD_HUB_COURSE_SERVICE_PORT": str(free_port())}
     if ngshare_url:
-        (run / "ngshare").mkdir(mode=0o700, exist_ok=True)  # ngshare's database and files: root only
-        service |= {"AWD_HUB_NGSHARE_PORT": str(args.ngshare_port or free_port()), "AWD_HUB_NGSHARE_URL": ngshare_url}
+        # ngshare's database and files: its own account's, 0700 (it runs as that account, not root). In the shared
+        # folder, which every account can reach, not in the run folder (root only).
+        account = accounts.ensure_users([ngshare.ACCOUNT])[ngshare.ACCOUNT]
+        state = shared / "ngshare"
+        state.mkdir(mode=0o700, exist_ok=True)
+        os.chown(state, account.uid, account.gid)
+        os.chmod(state, 0o700)
+        service |= {"AWD_HUB_NGSHARE_PORT": str(args.ngshare_port or free_port()), "AWD_HUB_NGSHARE_URL": ngshare_url,
+                    "AWD_HUB_NGSHARE_STATE": str(state)}
     if tls_cert:
         service.update({"AWD_HUB_TLS_CERT": tls_cert, "AWD_HUB_TLS_KEY": tls_key, "AWD_HUB_BIND_IP": args.bind_ip})
     return {

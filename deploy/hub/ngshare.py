@@ -34,23 +34,47 @@ def service_url(hub_base: str) -> str:
     return f"{hub_base.rstrip('/')}/services/{NAME}"
 
 
-def service(port: int, state: Path, admins: tuple[str, ...]) -> dict:
-    """The ``c.JupyterHub.services`` entry: the hub starts ngshare (as root, like the hub) and stops it with itself.
+ACCOUNT = "ngshare"  # the Unix account ngshare runs as (nologin, no groups): it owns its state folder only
+# ngshare listens on every interface (hard-coded, "for proxy": meant for a pod, where the proxy is another pod). On
+# one machine the proxy is on loopback, so the service runs ngshare's own main with Tornado's listen held to the
+# address JupyterHub gave the service (JUPYTERHUB_SERVICE_URL: 127.0.0.1). A `-c` program, not a module of this
+# repository: ngshare runs in a student's view of the clone, which holds hw4lib/ only.
+LOOPBACK = (
+    "import os, sys, urllib.parse, tornado.httpserver as h\n"
+    "listen = h.HTTPServer.listen\n"
+    "host = urllib.parse.urlparse(os.environ['JUPYTERHUB_SERVICE_URL']).hostname\n"
+    "h.HTTPServer.listen = lambda self, port, address='': listen(self, port, host)\n"
+    "from ngshare.ngshare import main\n"
+    "main(sys.argv[1:])\n"
+)
+# ngshare's own limits: a SQLite database and files, one Tornado process.
+QUOTA = (64, 1024, 1.0)  # processes, memory (MB), cores
 
-    ngshare keeps its database and every released, submitted and feedback file in ``state`` (root only).
-    It listens on all interfaces (ngshare's choice, for Kubernetes); on one machine, firewall ``port``.
-    ``admins`` may create courses; instructors and students are then added per course.
+
+def service(port: int, state: Path, admins: tuple[str, ...], repo: Path, data_dir: Path, stage: Path) -> dict:
+    """The ``c.JupyterHub.services`` entry: the hub starts ngshare and stops it with itself.
+
+    ngshare runs as ``ACCOUNT``, not root, in a student's view of the clone and a control group of its own
+    (``deploy/hub/service_account.py``), listening on 127.0.0.1 only (``LOOPBACK``): the hub's proxy is its only
+    way in. It keeps its database and every released, submitted and feedback file in ``state`` (``ACCOUNT``'s,
+    0700). ``admins`` may create courses; instructors and students are then added per course.
     """
     state = Path(state)
     if not (DB_PACKAGES / "sqlalchemy").is_dir():
         raise FileNotFoundError(f"{DB_PACKAGES} is missing (ngshare needs SQLAlchemy 1.4 there): run `bash setup.sh`, "
                                 f"or pip install --no-deps --target {DB_PACKAGES} -r requirements-ngshare-db.txt")
+    processes, memory_mb, cores = QUOTA
+    python = sys.executable
     return {
         "name": NAME,
         "url": f"http://127.0.0.1:{port}",
-        "command": [sys.executable, "-m", "ngshare", "--admins", ",".join(admins),
+        "command": [python, "-m", "deploy.hub.service_account", "--account", ACCOUNT, "--view", "student",
+                    "--repo", str(repo), "--data-dir", str(data_dir), "--stage", str(stage),
+                    "--processes", str(processes), "--memory-mb", str(memory_mb), "--cores", str(cores),
+                    "--", python, "-c", LOOPBACK, "--admins", ",".join(admins),
                     "--database", f"sqlite:///{state / 'ngshare.db'}", "--storage", str(state / "files")],
-        "environment": {"PYTHONPATH": str(DB_PACKAGES)},
+        # The root entry point imports deploy/ from the clone; ngshare itself gets SQLAlchemy 1.4 first.
+        "environment": {"PYTHONPATH": os.pathsep.join((str(DB_PACKAGES), str(repo)))},
         # A token-authenticated API: no OAuth consent page for users who open it in a browser.
         "oauth_no_confirm": True,
     }
