@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from autograder import cgroups
+from deploy.hub import service_account
 
 TERMINAL_SHELL = "/bin/bash"  # the account has nologin; the service's terminals are the course's way in
 
@@ -41,10 +42,8 @@ def service(course_id: str, port: int, home: Path, role_config: Path, repo: Path
             quota: cgroups.Quota) -> dict:
     """The ``c.JupyterHub.services`` entry: the hub starts (as root, no ``user``) and stops it with itself."""
     python = sys.executable
-    command = [python, "-m", "deploy.hub.service_account", "--account", account_name(course_id), "--view", "instructor",
-               "--repo", str(repo), "--data-dir", str(data_dir), "--stage", str(stage),
-               "--processes", str(quota.processes), "--memory-mb", str(quota.memory_mb), "--cores", str(quota.cores),
-               "--", python, "-m", "jupyterhub.singleuser", f"--ServerApp.root_dir={home}"]
+    command = service_account.command(account_name(course_id), "instructor", repo, data_dir, stage, quota,
+                                      [python, "-m", "jupyterhub.singleuser", f"--ServerApp.root_dir={home}"])
     return {
         "name": course_id,
         "url": f"http://127.0.0.1:{port}",

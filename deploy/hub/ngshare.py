@@ -23,6 +23,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from autograder import cgroups
+from deploy.hub import service_account
+
 NAME = "ngshare"
 # SQLAlchemy 1.4 and a matching alembic for the ngshare process only (setup.sh installs them there).
 DB_PACKAGES = Path(sys.prefix) / "ngshare-db"
@@ -48,7 +51,7 @@ LOOPBACK = (
     "main(sys.argv[1:])\n"
 )
 # ngshare's own limits: a SQLite database and files, one Tornado process.
-QUOTA = (64, 1024, 1.0)  # processes, memory (MB), cores
+QUOTA = cgroups.Quota(processes=64, memory_mb=1024, cores=1.0)
 
 
 def service(port: int, state: Path, admins: tuple[str, ...], repo: Path, data_dir: Path, stage: Path) -> dict:
@@ -63,16 +66,12 @@ def service(port: int, state: Path, admins: tuple[str, ...], repo: Path, data_di
     if not (DB_PACKAGES / "sqlalchemy").is_dir():
         raise FileNotFoundError(f"{DB_PACKAGES} is missing (ngshare needs SQLAlchemy 1.4 there): run `bash setup.sh`, "
                                 f"or pip install --no-deps --target {DB_PACKAGES} -r requirements-ngshare-db.txt")
-    processes, memory_mb, cores = QUOTA
-    python = sys.executable
     return {
         "name": NAME,
         "url": f"http://127.0.0.1:{port}",
-        "command": [python, "-m", "deploy.hub.service_account", "--account", ACCOUNT, "--view", "student",
-                    "--repo", str(repo), "--data-dir", str(data_dir), "--stage", str(stage),
-                    "--processes", str(processes), "--memory-mb", str(memory_mb), "--cores", str(cores),
-                    "--", python, "-c", LOOPBACK, "--admins", ",".join(admins),
-                    "--database", f"sqlite:///{state / 'ngshare.db'}", "--storage", str(state / "files")],
+        "command": service_account.command(ACCOUNT, "student", repo, data_dir, stage, QUOTA, [
+            sys.executable, "-c", LOOPBACK, "--admins", ",".join(admins),
+            "--database", f"sqlite:///{state / 'ngshare.db'}", "--storage", str(state / "files")]),
         # The root entry point imports deploy/ from the clone; ngshare itself gets SQLAlchemy 1.4 first.
         "environment": {"PYTHONPATH": os.pathsep.join((str(DB_PACKAGES), str(repo)))},
         # A token-authenticated API: no OAuth consent page for users who open it in a browser.

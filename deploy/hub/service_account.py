@@ -23,6 +23,16 @@ from autograder import cgroups
 from deploy.hub import runtime
 
 
+def command(account: str, view: str, repo: Path, data_dir: Path, stage: Path, quota: cgroups.Quota,
+            argv: list[str]) -> list[str]:
+    """The ``command`` of a ``c.JupyterHub.services`` entry that runs ``argv`` as ``account`` through this module
+    (the entry itself gives no ``user``: the hub starts it as root)."""
+    return [sys.executable, "-m", "deploy.hub.service_account", "--account", account, "--view", view,
+            "--repo", str(repo), "--data-dir", str(data_dir), "--stage", str(stage),
+            "--processes", str(quota.processes), "--memory-mb", str(quota.memory_mb), "--cores", str(quota.cores),
+            "--", *argv]
+
+
 def drop_to(name: str) -> None:
     """The account's groups (for the course account, the staff group: the course config imports autograder/),
     gid, then uid."""
@@ -56,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     pid = os.fork()
     if pid == 0:  # the server: in the group first, so the mount setup and all it starts count
         try:
-            for path in group.procs_files:
-                Path(path).write_text(str(os.getpid()))
+            group.join(os.getpid())
             runtime.apply_view(view, args.stage)
             drop_to(args.account)
             os.execvp(args.command[0], args.command)
