@@ -23,7 +23,7 @@ What each row removes (the paper's Table 4 names the same techniques):
 * ``no_weight_tying``: an untied decoder (the last layer is then ``H`` wide);
 * ``no_independent_embedding``: embedding size equal to the hidden size (400 instead of 200).
 
-The rows and their mapping to the paper's Table 4 live in ``hw4lib/ablation.py`` (the notebook 09_ablation reads
+The rows and their mapping to the paper's Table 4 live in ``hw4lib/lab/ablation.py`` (the notebook 09_ablation reads
 the CSV with it, and a student runs one row there with their own components).
 """
 
@@ -39,9 +39,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hw4lib.ablation import FIELDS, ROWS, RUNS_CSV, config_for, read_runs  # noqa: E402
 from hw4lib.components import load_components  # noqa: E402
-from hw4lib.training import train  # noqa: E402
+from hw4lib.lab.ablation import FIELDS, ROWS, RUNS_CSV, config_for, read_runs  # noqa: E402
+from hw4lib.lab.training import train  # noqa: E402
 
 
 def add_sitting_column(path: Path) -> None:

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from hw4lib.components import load_components  # noqa: E402
-from hw4lib.training import get_preset, train  # noqa: E402
+from hw4lib.lab.training import get_preset, train  # noqa: E402
 
 LIGHT = dict(dropout=0.1, dropouth=0.05, dropouti=0.1, dropoute=0.02, wdrop=0.1)
 EARLIER = dict(num_layers=3, bptt=70, lr=30.0, dropout=0.2, dropouth=0.1, dropouti=0.2, dropoute=0.02, wdrop=0.2)

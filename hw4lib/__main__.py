@@ -1,3 +1,3 @@
-from hw4lib.cli import main
+from hw4lib.lab.cli import main
 
 raise SystemExit(main())

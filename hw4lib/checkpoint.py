@@ -2,7 +2,7 @@
 
 ``model.pt`` holds what is needed to rebuild and grade a model: the ``LanguageModel`` constructor arguments and
 the state dict (the weights a check scored: NT-ASGD's average once its trigger has fired, else the live ones).
-``checkpoint.pt`` of a run (see :mod:`hw4lib.training`) holds everything needed to resume training.
+``checkpoint.pt`` of a run (see :mod:`hw4lib.lab.training`) holds everything needed to resume training.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def notebook_paths(source: str | Path = "solutions") -> list[Path]:
     return found
 
 
-PRESENTATION = ("matplotlib", "ipywidgets", "IPython", "hw4lib.viz", "hw4lib.checks", "hw4lib.plots")
+PRESENTATION = ("matplotlib", "ipywidgets", "IPython", "hw4lib.viz", "hw4lib.checks", "hw4lib.lab.plots")
 # Decorators that only wrap a definition (a decorator call such as ``@interact(...)`` would run a widget)
 PLAIN_DECORATORS = ("torch.no_grad", "torch.inference_mode", "functools.wraps", "functools.lru_cache",
                     "functools.cache", "dataclass", "dataclasses.dataclass", "staticmethod", "classmethod",

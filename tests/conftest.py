@@ -66,8 +66,8 @@ def trained_model(tmp_path_factory, prepared_data) -> Path:
     """model.pt of the quick preset (a small AWD-LSTM) trained on a small WikiText-2 slice."""
     import os
 
-    from hw4lib import training
     from hw4lib.components import load_components
+    from hw4lib.lab import training
 
     os.environ["HW4_DATA_DIR"] = str(prepared_data)
     run = tmp_path_factory.mktemp("quick_run")
@@ -121,8 +121,8 @@ def graded_cache_config(grading_config, tmp_path_factory) -> dict:
 def validation_trained_model(tmp_path_factory, prepared_data) -> Path:
     """A quick model trained on the graded validation slice itself (the cheat the grader must refuse)."""
     from hw4lib import data as hw4data
-    from hw4lib import training
     from hw4lib.components import load_components
+    from hw4lib.lab import training
 
     valid = hw4data.load_split("wikitext2", "valid")
     sliced = training.take_tokens(valid, GRADED_TOKENS)

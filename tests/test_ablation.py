@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from hw4lib import ablation
 from hw4lib.components import load_components
 from hw4lib.errors import HW4Error
-from hw4lib.training import get_preset
+from hw4lib.lab import ablation
+from hw4lib.lab.training import get_preset
 
 REPO = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("ablation_runner", REPO / "benchmarks" / "ablation.py")
@@ -53,7 +53,7 @@ def test_config_for_refuses_unknown_rows_and_sizes_that_undo_the_row():
 def test_fixed_windows_for_the_variable_bptt_row(C, tmp_path):
     import numpy as np
 
-    from hw4lib.training import RunData, Trainer
+    from hw4lib.lab.training import RunData, Trainer
 
     data = RunData([np.arange(2000) % 50], [np.arange(300) % 50], 50)
     cfg = get_preset("cpu", "ptb", embed_size=8, hidden_size=16, batch_size=4, device="cpu",

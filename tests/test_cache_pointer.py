@@ -14,11 +14,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from hw4lib import cache_pointer as cp
 from hw4lib import checkpoint
 from hw4lib import data as hw4data
 from hw4lib.components import load_components
 from hw4lib.errors import HW4Error
+from hw4lib.lab import cache_pointer as cp
 from hw4lib.perplexity import evaluate_nll
 
 REPO = Path(__file__).resolve().parent.parent

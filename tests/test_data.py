@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hw4lib import cli, data
+from hw4lib import data
 from hw4lib.errors import HW4Error
+from hw4lib.lab import cli
 
 # ------------------------------------------------------------------------------------------ helpers
 

@@ -8,13 +8,13 @@ import math
 import pytest
 import torch
 
-from hw4lib import baseline
 from hw4lib.checkpoint import build_model, load_checkpoint
 from hw4lib.components import load_components
 from hw4lib.errors import HW4Error
-from hw4lib.finetune import FineTuner, finetune, finetune_config, non_monotone
+from hw4lib.lab import baseline
+from hw4lib.lab.finetune import FineTuner, finetune, finetune_config, non_monotone
+from hw4lib.lab.training import RunData, TrainConfig, train
 from hw4lib.perplexity import evaluate_nll
-from hw4lib.training import RunData, TrainConfig, train
 from tests.fixtures.tiny_runs import QUIET, grammar_run_data, plain_tiny
 from tests.fixtures.tiny_runs import tiny as tiny_run
 

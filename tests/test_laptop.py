@@ -16,13 +16,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hw4lib import baseline, bench, cpu_runtime, curves
+from hw4lib import cpu_runtime
 from hw4lib.checkpoint import build_model, load_checkpoint
 from hw4lib.components import load_components
 from hw4lib.errors import HW4Error
+from hw4lib.lab import baseline, bench, curves
+from hw4lib.lab.synthetic import BracketGrammar
+from hw4lib.lab.training import RunData, get_preset, train
 from hw4lib.perplexity import evaluate_nll, nll_sum
-from hw4lib.synthetic import BracketGrammar
-from hw4lib.training import RunData, get_preset, train
 from tests.fixtures.tiny_runs import QUIET, grammar_run_data, plain_tiny, tiny
 
 REPO = Path(__file__).resolve().parent.parent
@@ -152,7 +153,7 @@ def test_wall_budget_stops_training_and_counts_checks(C, grammar_data, tmp_path)
 
 
 def test_wall_budget_reserves_the_closing_check_and_the_final_evaluation(C, grammar_data, tmp_path):
-    from hw4lib.training import Trainer
+    from hw4lib.lab.training import Trainer
 
     trainer = Trainer(tiny(wall_budget_min=1.0), C, tmp_path, run_data=grammar_data, **QUIET)
     checked = len(trainer.valid_check)
@@ -177,7 +178,7 @@ def test_wall_budget_reserves_the_closing_check_and_the_final_evaluation(C, gram
 
 
 def test_lr_decay_falls_linearly_to_zero_over_the_budgets_last_fraction(C, grammar_data, tmp_path):
-    from hw4lib.training import Trainer
+    from hw4lib.lab.training import Trainer
 
     trainer = Trainer(tiny(wall_budget_min=10.0, lr_decay_frac=0.5), C, tmp_path, run_data=grammar_data, **QUIET)
     trainer.state.history.append({"wall_s": 0.0, "check_s": 30.0, "eval_s": 30.0 * len(trainer.valid_check)

@@ -17,9 +17,9 @@ import torch
 from hw4lib import checkpoint
 from hw4lib.components import load_components
 from hw4lib.errors import HW4Error
+from hw4lib.lab.synthetic import BracketGrammar
+from hw4lib.lab.training import RunData, TrainConfig, get_preset, train
 from hw4lib.perplexity import evaluate_nll, nll_sum, perplexity
-from hw4lib.synthetic import BracketGrammar
-from hw4lib.training import RunData, TrainConfig, get_preset, train
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,7 @@ the host's speed is not constant even when the machine is idle (the same ``full`
 UTC and 4,811 tokens/s at 08:01 UTC on 2026-12-01), and at a wall-clock budget speed is perplexity. So the
 runner measures ``full`` first in every sitting that has none.
 
-Fine-tuning (the paper's "– fine-tuning" row) is a separate phase after training (``hw4lib/finetune.py``), not
+Fine-tuning (the paper's "– fine-tuning" row) is a separate phase after training (``hw4lib/lab/finetune.py``), not
 something a row of the runner removes: it has no row here.
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 from hw4lib import files
 from hw4lib.components import REPO_ROOT
 from hw4lib.errors import HW4Error
-from hw4lib.training import TrainConfig, get_preset
+from hw4lib.lab.training import TrainConfig, get_preset
 
 RUNS_CSV = REPO_ROOT / "docs" / "data" / "ablation_ptb.csv"
 PAPER_CSV = REPO_ROOT / "docs" / "data" / "paper_table4.csv"

@@ -1,6 +1,6 @@
 """``python -m hw4lib curves RUN_DIR [RUN_DIR ...]``: time-to-perplexity curves of training runs.
 
-Reads each run folder's ``metrics.json`` (written by :mod:`hw4lib.training` at every check), and gives:
+Reads each run folder's ``metrics.json`` (written by :mod:`hw4lib.lab.training` at every check), and gives:
 
 * a CSV, one row per validation check and one for the final score: ``run, wall_min, step, tokens, valid_ppl,
   scope`` (``scope`` is ``check``, the periodic checks' slice of the validation split, or ``final``, the final

@@ -18,9 +18,9 @@ from hw4lib.checkpoint import build_model, load_checkpoint
 from hw4lib.components import load_components, notebook_paths
 from hw4lib.cpu_runtime import precision_context, tune_malloc
 from hw4lib.errors import HW4Error
+from hw4lib.lab.training import PRESETS, get_preset, resolve_device, train
 from hw4lib.perplexity import evaluate_nll
 from hw4lib.prompting import continue_prompt
-from hw4lib.training import PRESETS, get_preset, resolve_device, train
 
 
 def _impl_help() -> str:
@@ -35,7 +35,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         wall_budget_min=args.wall_budget, eval_every_min=args.eval_every_min, precision=args.precision,
         threads=args.threads, bptt=args.bptt, lr_decay_frac=args.lr_decay_frac,
     )
-    # The plain baseline brings its own model and optimizer (hw4lib.baseline): no components to load.
+    # The plain baseline brings its own model and optimizer (hw4lib.lab.baseline): no components to load.
     components = None if config.architecture == "plain" else components_of(args.impl)
     try:
         metrics = train(config, components, args.out, resume=not args.no_resume, progress=not args.no_progress)
@@ -44,7 +44,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                        "part (its visible check says what is missing), or pass --impl the folder that holds your "
                        "own notebooks") from err
     if args.plot:
-        from hw4lib.plots import plot_training
+        from hw4lib.lab.plots import plot_training
 
         plot_training(metrics["history"], Path(args.out) / "curves.png")
     print(json.dumps({k: metrics[k] for k in ("val_ppl", "steps", "epochs", "tokens", "elapsed_s", "wall_s",
@@ -79,14 +79,14 @@ def _unfinished(err: BaseException) -> str:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    from hw4lib.finetune import finetune
+    from hw4lib.lab.finetune import finetune
 
     tune_malloc()
     metrics = finetune(args.start, args.out, components_of(args.impl), minutes=args.minutes, patience=args.patience,
                        lr=args.lr, lr_decay_frac=args.lr_decay_frac, seed=args.seed, device=args.device,
                        eval_every_min=args.eval_every_min, resume=not args.no_resume, progress=not args.no_progress)
     if args.plot:
-        from hw4lib.plots import plot_training
+        from hw4lib.lab.plots import plot_training
 
         plot_training(metrics["history"], Path(args.out) / "curves.png")
     print(json.dumps({"val_ppl": metrics["val_ppl"], **metrics["finetune"], "steps": metrics["steps"],
@@ -98,7 +98,7 @@ def load_model(args: argparse.Namespace) -> tuple[ModuleType, torch.nn.Module, d
     """The components of ``--impl``, the model of ``--checkpoint`` built from them, and the checkpoint."""
     ckpt = load_checkpoint(args.checkpoint)
     if ckpt.get("meta", {}).get("config", {}).get("architecture") == "plain":
-        from hw4lib import baseline
+        from hw4lib.lab import baseline
 
         components = baseline.components()
     else:

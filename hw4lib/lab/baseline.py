@@ -171,6 +171,6 @@ def plain_train_batch(model: nn.Module, optimizer: PlateauSGD, inputs: torch.Ten
 def components() -> SimpleNamespace:
     """The baseline under the names the trainer drives (in place of the course's components)."""
     return SimpleNamespace(
-        __name__="hw4lib.baseline", LanguageModel=PlainLSTM, NTASGD=PlateauSGD,
+        __name__="hw4lib.lab.baseline", LanguageModel=PlainLSTM, NTASGD=PlateauSGD,
         LanguageModelDataLoader=ContiguousLoader, train_batch=plain_train_batch,
     )

@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hw4lib import bench, cache_pointer, curves, data, runs
+from hw4lib import data
 from hw4lib.errors import HW4Error
+from hw4lib.lab import bench, cache_pointer, curves, runs
 
 
 def build_parser() -> argparse.ArgumentParser:

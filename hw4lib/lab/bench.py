@@ -48,8 +48,8 @@ from hw4lib.cpu_runtime import (
     tune_malloc,
 )
 from hw4lib.errors import HW4Error
+from hw4lib.lab.training import get_preset
 from hw4lib.perplexity import evaluate_nll
-from hw4lib.training import get_preset
 
 # name: sizes, and the (preset, dataset) whose regularization the AWD-LSTM step uses.
 SIZE_SETS: dict[str, dict[str, Any]] = {

@@ -23,7 +23,7 @@ from typing import Any
 from hw4lib.checkpoint import load_checkpoint
 from hw4lib.errors import HW4Error
 from hw4lib.files import atomic_write_json
-from hw4lib.training import RunData, TrainConfig, Trainer, _config_from_saved
+from hw4lib.lab.training import RunData, TrainConfig, Trainer, config_from_saved
 
 
 def non_monotone(losses: list[float], nonmono: int) -> bool:
@@ -47,7 +47,7 @@ def finetune_config(start: dict, *, minutes: float, lr: float | None = None, lr_
         raise HW4Error("this model.pt does not record the settings of its run (meta.config): fine-tune a model "
                        "written by `python -m hw4lib train`")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: v for k, v in _config_from_saved(saved).items() if k in known}
+    values = {k: v for k, v in config_from_saved(saved).items() if k in known}
     if values["architecture"] != "awd":
         raise HW4Error("fine-tuning is NT-ASGD's last phase: it applies to the AWD-LSTM, not to the plain baseline")
     values.update(nonmono=0, wall_budget_min=minutes, time_budget_min=None, lr_decay_frac=lr_decay_frac or 0.0,
@@ -116,7 +116,7 @@ def finetune(start_model: str | Path, out_dir: str | Path, components: ModuleTyp
     start = load_checkpoint(start_model)
     config = finetune_config(start, minutes=minutes, **config_overrides)
     if patience is None:
-        patience = int(_config_from_saved(start["meta"]["config"])["nonmono"])
+        patience = int(config_from_saved(start["meta"]["config"])["nonmono"])
     tuner = FineTuner(config, components, out_dir, start_model, patience=patience, start=start, run_data=run_data,
                       resume=resume, progress=progress, log=log)
     return tuner.run()

@@ -189,7 +189,7 @@ def _floats(text: str) -> list[float]:
 def _cmd_cache(args: argparse.Namespace) -> int:
     from hw4lib import data as corpora
     from hw4lib.cpu_runtime import tune_malloc
-    from hw4lib.runs import dataset_of, load_model
+    from hw4lib.lab.runs import dataset_of, load_model
 
     tune_malloc()
     cache = load_cache_components(args.cache_impl or args.impl)

@@ -11,7 +11,7 @@ from typing import Any
 def plot_training(history: Sequence[dict[str, Any]], path: str | Path | None = None, ax=None, reference=None):
     """Train and validation perplexity against training tokens, with the NT-ASGD switch marked.
 
-    ``reference`` (a :class:`hw4lib.curves.Curve`, e.g. from ``curves.read_csv``) adds a measured run's validation
+    ``reference`` (a :class:`hw4lib.lab.curves.Curve`, e.g. from ``curves.read_csv``) adds a measured run's validation
     checks on the same axis, for comparison. Returns the matplotlib figure; writes it to ``path`` when given.
     """
     import matplotlib
