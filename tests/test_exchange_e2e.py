@@ -49,6 +49,7 @@ from tests.fixtures.hub import (
     running_hub,
     server_env,
     service_pid,
+    service_processes,
 )
 from tests.fixtures.mistakes import MISTAKES
 from tests.notebook_tools import fill_with_reference
@@ -386,7 +387,7 @@ def _ngshare_runs_unprivileged_on_loopback(hub: Hub) -> None:
     from deploy.hub import ngshare
 
     account = pwd.getpwnam(ngshare.ACCOUNT)
-    pids = [int(n) for n in os.listdir("/proc") if n.isdigit() and _is_ngshare(int(n))]
+    pids = service_processes(lambda _pid, cmdline: b"from ngshare.ngshare import main" in b" ".join(cmdline))
     assert len(pids) == 1, f"ngshare processes: {pids}\n{hub.log_tail()}"
     status = Path(f"/proc/{pids[0]}/status").read_text()
     uids = next(line.split()[1:] for line in status.splitlines() if line.startswith("Uid:"))
@@ -403,15 +404,6 @@ def _ngshare_runs_unprivileged_on_loopback(hub: Hub) -> None:
     state = hub.shared / "ngshare"
     assert state.stat().st_uid == account.pw_uid and stat.S_IMODE(state.stat().st_mode) == 0o700
     assert (state / "ngshare.db").stat().st_uid == account.pw_uid
-
-
-def _is_ngshare(pid: int) -> bool:
-    """ngshare's server (``python -c <deploy.hub.ngshare.LOOPBACK>``), not the root entry point that waits for it."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return b"from ngshare.ngshare import main" in b" ".join(cmdline) and b"deploy.hub.service_account" not in cmdline
 
 
 def _submitted_on_time(root: Path, started: datetime.datetime) -> None:

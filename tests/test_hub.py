@@ -380,7 +380,7 @@ def grade_submitted(hub: Hub, config: Path) -> dict[str, dict[str, dict[str, Any
     the course service; its verdicts land where the course's nbgrader config reads them (deploy/hub/accounts.py).
     Returns each collected student's, by part."""
     root = hub.course_root
-    grade_collected(root, config, sys.executable, service_environment(hub),
+    grade_collected(root, config, sys.executable, service_environment(service_pid(hub)),
                     lambda argv: run_in_service(hub, argv, root), owner=COURSE_ACCOUNT)
     return {path.stem: json.loads(path.read_text())["parts"]
             for path in (root / course_setup.VERDICTS).glob("*.json")}
